@@ -1,0 +1,1 @@
+"""torch -> ONNX -> TensorRT export, parity checks and the export manifest."""

@@ -1,0 +1,1 @@
+"""Pipeline stages, offline render, the asyncio/WebRTC server and the CLI."""

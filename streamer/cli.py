@@ -1,0 +1,54 @@
+"""The ``msadtalker`` command.
+
+Each subcommand lives in ``streamer.commands.<name>`` and exposes ``add_parser(subparsers)``
+and ``run(args) -> int``. User errors (``InputError``) become one line on stderr and exit
+code 2; argparse reports bad flags the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from msadtalker.errors import InputError
+
+COMMANDS = ("motion", "render", "serve", "kiosk", "bench", "check_parity", "export", "prepare")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="msadtalker",
+        description="MSadTalker: one portrait + speech -> a talking head, offline or live.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"streamer.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"streamer.commands.{name}":
+                continue  # not built yet in this checkout
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.run(args) or 0)
+    except InputError as exc:
+        sys.stderr.write(f"msadtalker: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

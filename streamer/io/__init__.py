@@ -1,0 +1,1 @@
+"""Sources and sinks: files, mp4, traces, WebRTC tracks, microphones."""

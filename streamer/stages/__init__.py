@@ -1,0 +1,1 @@
+"""Synchronous pipeline stages: push / flush / reset, each declaring the delay it adds."""

@@ -1,0 +1,44 @@
+"""SilenceStage: LipFrame -> SilenceFrame (MSadTalker eqs 4-5, causal windowed form).
+
+Delay: ``lookahead`` frames (at most W//2 = 2; 2 reproduces the paper's centred window).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from msadtalker.silence import CausalSilenceWeighter, SilenceConfig
+from streamer.types import LipFrame, SilenceFrame
+
+
+class SilenceStage:
+    def __init__(
+        self,
+        config: SilenceConfig | None = None,
+        lookahead: int = 2,
+        range_floor: float = 0.0,
+        fixed_range: tuple[tuple[float, float], tuple[float, float]] | None = None,
+    ) -> None:
+        self._weighter = CausalSilenceWeighter(config, lookahead, range_floor, fixed_range)
+        self._pending: deque[LipFrame] = deque()
+
+    @property
+    def delay_frames(self) -> int:
+        return self._weighter.delay_frames
+
+    def push(self, item: LipFrame) -> list[SilenceFrame]:
+        self._pending.append(item)
+        return self._attach(self._weighter.push(item.upper_lip, item.lower_lip))
+
+    def flush(self) -> list[SilenceFrame]:
+        return self._attach(self._weighter.flush())
+
+    def reset(self) -> None:
+        self._weighter.reset()
+
+    def _attach(self, decisions: list) -> list[SilenceFrame]:
+        out = []
+        for decision in decisions:
+            lips = self._pending.popleft()
+            out.append(SilenceFrame(lips=lips, silent=decision.silent, weight=decision.weight))
+        return out

@@ -1,0 +1,149 @@
+"""Silence weighter (eqs 4-6): offline paper form, causal windowed form, and their equality."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from msadtalker.silence import (
+    CausalSilenceWeighter,
+    SilenceConfig,
+    ease_weight,
+    silence_weights_offline,
+    smooth_weights,
+)
+
+
+def _lips_with_gaps(n: int, gaps: list[tuple[int, int]], seed: int = 0):
+    """Speech-like lip motion with perfectly still stretches at ``gaps`` [start, stop)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    opening = np.abs(np.sin(2 * np.pi * t / 7.3)) + 0.3 * rng.random(n)
+    for start, stop in gaps:
+        opening[start:stop] = opening[start - 1] if start > 0 else 0.0
+    upper = 0.2 * opening
+    lower = -1.0 * opening
+    return upper, lower
+
+
+def _run_causal(weighter: CausalSilenceWeighter, upper, lower):
+    out = []
+    for u, low in zip(upper, lower, strict=True):
+        out.extend(weighter.push(u, low))
+    out.extend(weighter.flush())
+    return out
+
+
+def test_offline_finds_inserted_gaps() -> None:
+    gaps = [(40, 70), (120, 160)]
+    upper, lower = _lips_with_gaps(200, gaps)
+    silent, weight = silence_weights_offline(upper, lower)
+    for start, stop in gaps:
+        # The first gap frame still differs from the frame before it.
+        assert silent[start + 1 : stop].all()
+        assert np.all(weight[start + 3 : stop - 2] == 0.0)
+    speech = np.ones(200, dtype=bool)
+    for start, stop in gaps:
+        speech[start - 2 : stop + 3] = False
+    assert weight[speech].mean() > 0.95
+
+
+def test_offline_is_the_paper_arithmetic() -> None:
+    rng = np.random.default_rng(1)
+    upper, lower = rng.random(50), rng.random(50) * 3 + 2
+    silent, weight = silence_weights_offline(upper, lower)
+    un = (upper - upper.min()) / np.ptp(upper)
+    ln = (lower - lower.min()) / np.ptp(lower)
+    du = np.diff(un, prepend=un[0])
+    dl = np.diff(ln, prepend=ln[0])
+    expect_silent = (np.abs(du) < 0.02) & (np.abs(dl) < 0.02)
+    np.testing.assert_array_equal(silent, expect_silent)
+    w = np.where(expect_silent, 0.0, 1.0)
+    padded = np.concatenate([[w[0]] * 2, w, [w[-1]] * 2])
+    expect_weight = np.convolve(padded, np.ones(5) / 5, mode="valid")
+    np.testing.assert_allclose(weight, expect_weight, atol=1e-15)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 17, 300])
+def test_causal_with_clip_range_equals_offline_exactly(n: int) -> None:
+    rng = np.random.default_rng(n)
+    upper, lower = _lips_with_gaps(max(n, 1), [(n // 3, n // 3 + n // 4)] if n > 8 else [], n)
+    upper, lower = upper[:n], lower[:n]
+    silent, weight = silence_weights_offline(upper, lower)
+    fixed = ((upper.min(), upper.max()), (lower.min(), lower.max()))
+    out = _run_causal(CausalSilenceWeighter(lookahead=2, fixed_range=fixed), upper, lower)
+    assert [d.index for d in out] == list(range(n))
+    np.testing.assert_array_equal([d.silent for d in out], silent)
+    np.testing.assert_array_equal([d.weight for d in out], weight)  # bit-identical
+    del rng
+
+
+@pytest.mark.parametrize("lookahead", [0, 1])
+def test_short_lookahead_keeps_detection_and_emits_early(lookahead: int) -> None:
+    upper, lower = _lips_with_gaps(120, [(30, 60)])
+    silent, _ = silence_weights_offline(upper, lower)
+    fixed = ((upper.min(), upper.max()), (lower.min(), lower.max()))
+    weighter = CausalSilenceWeighter(lookahead=lookahead, fixed_range=fixed)
+    emitted_after = []
+    decisions = []
+    for i, (u, low) in enumerate(zip(upper, lower, strict=True)):
+        new = weighter.push(u, low)
+        emitted_after.extend([i] * len(new))
+        decisions.extend(new)
+    decisions.extend(weighter.flush())
+    assert weighter.delay_frames == lookahead
+    assert all(after - d.index == lookahead for after, d in zip(emitted_after, decisions,
+                                                               strict=False))
+    np.testing.assert_array_equal([d.silent for d in decisions], silent)
+
+
+def test_running_normalisation_does_not_call_noise_speech() -> None:
+    """A long near-silence after speech, and a silent start, stay silent thanks to the floor."""
+    rng = np.random.default_rng(2)
+    speech_u, speech_l = _lips_with_gaps(100, [])
+    quiet = 1e-3 * rng.standard_normal(25 * 30)  # 30 s of tiny jitter, longer than the window
+    upper = np.concatenate([2e-3 * rng.standard_normal(50), speech_u, quiet])
+    lower = np.concatenate([2e-3 * rng.standard_normal(50), speech_l, quiet])
+    weighter = CausalSilenceWeighter(lookahead=2, range_floor=0.5)
+    out = _run_causal(weighter, upper, lower)
+    silent = np.array([d.silent for d in out])
+    assert silent[:50].all()
+    assert silent[151:].all()
+    assert not silent[55:145].mean() > 0.3  # speech is mostly detected as speech
+
+
+def test_without_floor_noise_is_amplified() -> None:
+    """The reason for the floor: with none, long jitter gets normalised into 'speech'."""
+    rng = np.random.default_rng(3)
+    quiet = 1e-3 * rng.standard_normal(25 * 30)
+    out = _run_causal(CausalSilenceWeighter(lookahead=2, range_floor=0.0), quiet, quiet)
+    assert np.mean([d.silent for d in out]) < 0.5
+
+
+def test_reset_drops_weight_at_once() -> None:
+    upper, lower = _lips_with_gaps(60, [])
+    weighter = CausalSilenceWeighter(lookahead=2, range_floor=0.5)
+    for u, low in zip(upper[:40], lower[:40], strict=True):
+        weighter.push(u, low)
+    weighter.reset()
+    first = weighter.push(upper[40], lower[40])
+    assert first and first[0].weight == 0.0
+
+
+def test_smoothing_and_easing_properties() -> None:
+    w = np.array([0, 0, 0, 1, 1, 1, 1, 0, 0, 0], dtype=float)
+    s = smooth_weights(w, 5)
+    assert s.min() >= 0 and s.max() <= 1
+    np.testing.assert_allclose(s * 5, np.round(s * 5))
+    for x in np.linspace(0, 1, 11):
+        e = ease_weight(float(x), "smoothstep")
+        assert 0 <= e <= 1
+    assert ease_weight(0.0, "smoothstep") == 0.0 and ease_weight(1.0, "smoothstep") == 1.0
+    assert ease_weight(0.3, "linear") == 0.3
+
+
+def test_bad_config() -> None:
+    with pytest.raises(ValueError):
+        CausalSilenceWeighter(SilenceConfig(window=4))
+    with pytest.raises(ValueError):
+        CausalSilenceWeighter(lookahead=-1)
