@@ -50,7 +50,10 @@ class SilenceConfig:
     pose_easing: Literal["smoothstep", "linear"] = "smoothstep"
     # Residual mouth motion in silence is damped toward a slowly tracking hold of the opening.
     mouth_hold_s: float = 0.3
+    # Which signal decides a frame is silent: the lip derivative (the paper), WebRTC's VAD,
+    # or both (speech only when the lips move and the VAD hears a voice); see msadtalker.vad.
     source: Literal["lips", "vad", "both"] = "lips"
+    vad_aggressiveness: int = 2  # webrtcvad mode 0 (lenient) .. 3 (strict)
 
     def validate(self) -> None:
         if self.threshold <= 0:
@@ -59,6 +62,8 @@ class SilenceConfig:
             raise ValueError("silence window must be a positive odd number of frames")
         if self.range_window_s <= 0 or self.range_floor_frac < 0:
             raise ValueError("silence range window must be > 0 and the floor >= 0")
+        if self.vad_aggressiveness not in (0, 1, 2, 3):
+            raise ValueError("vad_aggressiveness must be 0, 1, 2 or 3")
 
     @property
     def half_window(self) -> int:
@@ -210,8 +215,14 @@ class CausalSilenceWeighter:
     def delay_frames(self) -> int:
         return self._lookahead
 
-    def push(self, upper: float, lower: float) -> list[SilenceDecision]:
+    def push(self, upper: float, lower: float, voiced: bool | None = None) -> list[SilenceDecision]:
+        """``voiced``: the VAD's call for this frame, used when ``config.source`` is "vad" or
+        "both" (ignored for "lips")."""
         silent = self._detect(float(upper), float(lower))
+        if voiced is not None and self._config.source == "vad":
+            silent = not voiced
+        elif voiced is not None and self._config.source == "both":
+            silent = silent or not voiced
         self._weights.append(0.0 if silent else 1.0)
         self._next_index += 1
         out = []

@@ -43,11 +43,46 @@ class RenderConfig:
 
 @dataclass(frozen=True)
 class ServerConfig:
+    """The live server and its sessions (``streamer.server``, ``streamer.session``)."""
+
     host: str = "127.0.0.1"
     port: int = 8080
     max_sessions: int = 16
     max_viewers_per_room: int = 64
     max_sdp_bytes: int = 64_000
+    # Ingest jitter allowance: a video frame is made as soon as its audio is in, and at the
+    # latest this long after that audio was due; mic packets later than that are replaced by
+    # silence. Costs latency only while packets are late.
+    jitter_ms: int = 60
+    # Frames each subscriber (video track, audio track, viewer) may hold; when full the
+    # oldest frame is dropped and counted.
+    queue_frames: int = 4
+    # Drop threshold: when the pipeline is more than this many frames behind real time, frames
+    # are not rendered (motion still advances, the last image is repeated) until it catches up.
+    behind_frames: int = 2
+    # ICE host candidates on 127.0.0.1, which aioice does not gather by itself: "only" offers
+    # loopback alone (hermetic), "add" adds it to the interfaces' addresses, "off" leaves
+    # aioice alone, "auto" = "only" when ``host`` is a loopback address, else "off".
+    ice_loopback: Literal["auto", "only", "add", "off"] = "auto"
+    stun_url: str = ""  # e.g. "stun:stun.l.google.com:19302"; empty = host candidates only
+    connect_timeout_s: float = 20.0  # a peer that has not connected by then is closed
+    # A connected peer that sends no RTCP for this long has vanished (ICE consent alone takes
+    # 30 s to notice); browsers and aiortc send receiver reports about every second.
+    peer_timeout_s: float = 8.0
+    drain_timeout_s: float = 5.0  # SIGTERM: time allowed to flush sessions before closing
+    record_dir: str = ""  # when set, every publisher session's motion trace is written here
+
+    def validate(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError("port must be in 0..65535")
+        if min(self.max_sessions, self.max_viewers_per_room, self.queue_frames) < 1:
+            raise ValueError("session, viewer and queue limits must be >= 1")
+        if self.max_sdp_bytes < 256:
+            raise ValueError("max_sdp_bytes must be >= 256")
+        if self.jitter_ms < 0 or self.behind_frames < 0:
+            raise ValueError("jitter_ms and behind_frames must be >= 0")
+        if min(self.connect_timeout_s, self.peer_timeout_s) <= 0 or self.drain_timeout_s < 0:
+            raise ValueError("connect/peer timeouts must be > 0 and drain_timeout_s >= 0")
 
 
 @dataclass(frozen=True)

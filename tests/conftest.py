@@ -56,3 +56,11 @@ def synthetic_checkpoints() -> Path:
     pytest.importorskip("torch")
     pytest.importorskip("safetensors")
     return make_synthetic_checkpoints(seed=0)
+
+
+@pytest.fixture(scope="session")
+def synthetic_checkpoints_for_seed():
+    """Factory ``seed -> directory`` of cached synthetic checkpoints (first call ~20 s, 800 MB)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("safetensors")
+    return make_synthetic_checkpoints

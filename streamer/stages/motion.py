@@ -41,6 +41,7 @@ class MotionStage:
         self._hold_alpha = 1.0 - math.exp(-1.0 / max(self._silence.mouth_hold_s * FPS, 1e-6))
         self._mouth_hold = 0.0
         self._expression_hold: np.ndarray | None = None
+        self._closed_by_reset = False
 
     @property
     def delay_frames(self) -> int:
@@ -61,10 +62,14 @@ class MotionStage:
             pose = HeadPose(omega * pose_raw.pitch, omega * pose_raw.yaw, omega * pose_raw.roll)
 
         mouth = item.lips.mouth_open
-        self._mouth_hold += self._hold_alpha * (mouth - self._mouth_hold)
+        # The first frame after a barge-in shows the closed mouth (neutral expression) that
+        # reset() promised: the holds start from rest, not from this frame.
+        resting, self._closed_by_reset = self._closed_by_reset, False
+        if not resting:
+            self._mouth_hold += self._hold_alpha * (mouth - self._mouth_hold)
         w = min(max(item.weight, 0.0), 1.0)
         mouth_out = w * mouth + (1.0 - w) * self._mouth_hold
-        expression = self._damp_expression(item.lips.expression, w)
+        expression = self._damp_expression(item.lips.expression, w, resting)
         return [
             MotionFrame(
                 silence=item,
@@ -76,10 +81,14 @@ class MotionStage:
             )
         ]
 
-    def _damp_expression(self, expression: np.ndarray | None, w: float) -> np.ndarray | None:
+    def _damp_expression(
+        self, expression: np.ndarray | None, w: float, resting: bool = False
+    ) -> np.ndarray | None:
         if expression is None:
             return None
-        if self._expression_hold is None:
+        if resting:
+            self._expression_hold = np.zeros_like(expression, dtype=np.float32)
+        elif self._expression_hold is None:
             self._expression_hold = expression.astype(np.float32, copy=True)
         else:
             self._expression_hold += self._hold_alpha * (expression - self._expression_hold)
@@ -93,3 +102,4 @@ class MotionStage:
         # Barge-in: the mouth closes now; the pose and blink clocks keep running.
         self._mouth_hold = 0.0
         self._expression_hold = None
+        self._closed_by_reset = True

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import deque
 
 from msadtalker.silence import CausalSilenceWeighter, SilenceConfig
+from msadtalker.vad import VoiceActivity
 from streamer.types import LipFrame, SilenceFrame
 
 
@@ -21,6 +22,9 @@ class SilenceStage:
     ) -> None:
         self._weighter = CausalSilenceWeighter(config, lookahead, range_floor, fixed_range)
         self._pending: deque[LipFrame] = deque()
+        cfg = config or SilenceConfig()
+        # The optional second silence signal (silence.source = "vad" | "both").
+        self._vad = VoiceActivity(cfg.vad_aggressiveness) if cfg.source != "lips" else None
 
     @property
     def delay_frames(self) -> int:
@@ -28,13 +32,16 @@ class SilenceStage:
 
     def push(self, item: LipFrame) -> list[SilenceFrame]:
         self._pending.append(item)
-        return self._attach(self._weighter.push(item.upper_lip, item.lower_lip))
+        voiced = self._vad.voiced(item.features.audio) if self._vad is not None else None
+        return self._attach(self._weighter.push(item.upper_lip, item.lower_lip, voiced))
 
     def flush(self) -> list[SilenceFrame]:
         return self._attach(self._weighter.flush())
 
     def reset(self) -> None:
         self._weighter.reset()
+        if self._vad is not None:
+            self._vad.reset()
 
     def _attach(self, decisions: list) -> list[SilenceFrame]:
         out = []

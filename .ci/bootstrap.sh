@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian machine with Python 3.11: system packages (only the
+# missing ones), a virtual environment in .venv, and the project with the requested extras.
+# Usage: source .ci/bootstrap.sh <profile>   profile: serve | test
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+profile="${1:-serve}"
+cd "$repo"
+
+log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
+
+python_bin="${PYTHON:-python3.11}"
+command -v "$python_bin" >/dev/null 2>&1 || python_bin=python3
+if ! "$python_bin" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  log "Python >= 3.11 is required (found $("$python_bin" --version 2>&1))"; exit 1
+fi
+
+# --- system packages -------------------------------------------------------------------
+apt_packages=(espeak-ng ffmpeg libportaudio2)
+if [ "$profile" = test ]; then apt_packages+=(chromium pulseaudio sox); fi
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  log "installing system packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi
+
+# --- virtual environment ---------------------------------------------------------------
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  "$python_bin" -m venv .venv
+fi
+py=.venv/bin/python
+
+extras="live"
+[ "$profile" = test ] && extras="live,neural,export,dev"
+stamp=".venv/.installed-$profile-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  "$py" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  if [ "$profile" = test ] && ! "$py" -c 'import torch' >/dev/null 2>&1; then
+    # The CPU build of torch: a plain `pip install torch` pulls ~3 GB of CUDA libraries.
+    log "installing torch (CPU build)"
+    "$py" -m pip install -q "torch==2.13.*" 2>/dev/null \
+      || "$py" -m pip install -q "torch>=2.3,<2.15" --index-url https://download.pytorch.org/whl/cpu
+  fi
+  log "installing msadtalker[$extras]"
+  "$py" -m pip install -q -e ".[$extras]"
+  touch "$stamp"
+fi
+export PATH="$repo/.venv/bin:$PATH"
