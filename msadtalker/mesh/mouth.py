@@ -1,0 +1,213 @@
+"""Synthetic mouth interior, painted where the jaw drop opened the lips.
+
+When the jaw drops, the mesh stretches a thin strip of the photo over the opening; that strip
+is painted over, in a mouth-aligned frame (u across the mouth, corner to corner in [-1, 1];
+s down the face, in pixels):
+
+* the cavity: dark, tinted from the avatar's own lip colour, lighter and warmer just inside
+  the lips (wet mucosa catching light), darkest in the middle and toward the corners;
+* the tongue: a rounded mass resting on the lower lip (it moves with the jaw), lip-tinted,
+  appearing once the mouth is open enough;
+* upper teeth: if the photo shows its own teeth, the rig keeps them attached to the upper lip
+  (``rig.teeth_ids``) and only the band below them is painted; otherwise a band of painted
+  teeth hangs from the upper lip (teeth move with the skull, not the jaw): fixed height,
+  scalloped incisal edge, faint gaps between incisors/canines/premolars, darker under the
+  lip and toward the corners where they disappear into the cavity.
+
+Coverage is the painted polygon filled with anti-aliased edges, times a ramp on how far the
+controls opened the mouth, so the photo's own mouth is untouched at rest. The painted layer
+is blurred to the photo's softness. Everything is vectorised over the mouth's bounding box
+(~1-2 % of the frame).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from msadtalker.avatar import topology as tp
+
+TEETH_FRAC = 0.11  # visible upper-teeth height, fraction of the rest mouth width
+# Tooth boundaries in |u| (0 = middle, 1 = mouth corner): incisors, canine, premolars.
+TOOTH_EDGES = np.array([0.0, 0.16, 0.29, 0.41, 0.52, 0.62, 0.72], np.float32)
+
+
+@dataclass(frozen=True)
+class MouthStyle:
+    lip: np.ndarray  # (3,) float32 RGB, median lip colour of the photo
+    teeth: np.ndarray  # (3,) float32 RGB
+    mouth_width: float  # rest outer-corner distance, pixels
+
+    @property
+    def teeth_height(self) -> float:
+        return TEETH_FRAC * self.mouth_width
+
+
+def mouth_style(image: np.ndarray, landmarks: np.ndarray, mouth_width: float) -> MouthStyle:
+    """Colours sampled from the photo: the lips (between the outer and inner contours)."""
+    h, w = image.shape[:2]
+    mask = np.zeros((h, w), np.uint8)
+    outer = np.concatenate(
+        [landmarks[list(tp.LIPS_UPPER_OUTER), :2], landmarks[list(tp.LIPS_LOWER_OUTER[::-1]), :2]]
+    )
+    inner = np.concatenate(
+        [landmarks[list(tp.LIPS_UPPER_INNER), :2], landmarks[list(tp.LIPS_LOWER_INNER[::-1]), :2]]
+    )
+    cv2.fillPoly(mask, [np.round(outer).astype(np.int32)], 1)
+    cv2.fillPoly(mask, [np.round(inner).astype(np.int32)], 0)
+    pixels = image[mask > 0].astype(np.float32)
+    lip = np.median(pixels, axis=0) if len(pixels) >= 8 else np.array([170.0, 95.0, 95.0])
+    lip = np.clip(lip, 40.0, 255.0).astype(np.float32)
+    # Teeth: ivory pulled toward the photo's skin tone and exposure (a bright white band
+    # looks pasted on in a warm or dim photo).
+    hull = cv2.convexHull(np.round(landmarks[:, :2]).astype(np.int32))
+    face = np.zeros((h, w), np.uint8)
+    cv2.fillConvexPoly(face, hull, 1)
+    skin_px = image[face > 0].astype(np.float32)
+    skin = np.median(skin_px, axis=0) if len(skin_px) >= 8 else np.array([200.0, 160.0, 140.0])
+    luma = float(np.asarray(skin) @ np.array([0.299, 0.587, 0.114]))
+    gain = float(np.clip(luma / 165.0, 0.5, 1.0))
+    ivory = np.array([228.0, 218.0, 196.0])
+    teeth = ((0.8 * ivory + 0.2 * skin / max(luma, 1.0) * 200.0) * gain).astype(np.float32)
+    return MouthStyle(lip=lip, teeth=teeth, mouth_width=mouth_width)
+
+
+def _smooth(t: np.ndarray) -> np.ndarray:
+    t = np.clip(t, 0.0, 1.0)
+    out: np.ndarray = t * t * (3.0 - 2.0 * t)
+    return out
+
+
+def draw_mouth(
+    out: np.ndarray,
+    q: np.ndarray,
+    style: MouthStyle,
+    opening_px: float,
+    teeth_ids: np.ndarray,
+) -> tuple[int, int, int, int] | None:
+    """Paint the interior into ``out`` (H, W, 3) uint8 in place; returns the painted box.
+
+    ``q``: deformed vertex positions (landmarks first); ``opening_px``: how far the controls
+    opened the lips beyond the photo, in pixels (0 paints nothing); ``teeth_ids``: the rig's
+    teeth-edge vertices (photo teeth kept by the warp) or empty (paint teeth).
+    """
+    cover = float(np.clip((opening_px - 0.5) / 3.0, 0.0, 1.0))
+    if cover <= 0.0:
+        return None
+    upper_lip = q[list(tp.LIPS_UPPER_INNER)]
+    lower = q[list(tp.LIPS_LOWER_INNER)]
+    photo_teeth = len(teeth_ids) > 0
+    if photo_teeth:
+        upper = np.concatenate([upper_lip[:1], q[teeth_ids], upper_lip[-1:]])
+    else:
+        upper = upper_lip
+    poly = np.concatenate([upper, lower[-2:0:-1]])
+    h, w = out.shape[:2]
+    scale = style.mouth_width / 100.0  # feature sizes per 100 px of mouth width
+    pad = 2 + int(np.ceil(2.0 * scale))
+    x0 = max(int(np.floor(poly[:, 0].min())) - pad, 0)
+    y0 = max(int(np.floor(poly[:, 1].min())) - pad, 0)
+    x1 = min(int(np.ceil(poly[:, 0].max())) + pad + 1, w)
+    y1 = min(int(np.ceil(poly[:, 1].max())) + pad + 1, h)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    fixed = np.round((poly - [x0, y0]) * 16.0).astype(np.int32)
+    cv2.fillPoly(mask, [fixed], 255, lineType=cv2.LINE_AA, shift=4)
+    alpha = mask.astype(np.float32) * (cover / 255.0)
+
+    # Mouth frame from the deformed inner corners.
+    left, right = upper_lip[0], upper_lip[-1]
+    axis = right - left
+    half = max(float(np.hypot(*axis)) / 2.0, 1.0)
+    e = axis / (2.0 * half)
+    down = np.array([-e[1], e[0]])
+    centre = (left + right) / 2.0
+    # Mouth coordinates of every pixel of the box, by broadcasting a row and a column.
+    cols = np.arange(x0, x1, dtype=np.float32) - np.float32(centre[0])
+    rows = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(centre[1])
+    u = (cols * np.float32(e[0] / half)) + rows * np.float32(e[1] / half)
+    s = (cols * np.float32(down[0])) + rows * np.float32(down[1])
+    u_flat = u.ravel()
+
+    def curve(points: np.ndarray) -> np.ndarray:
+        pu = ((points - centre) @ e) / half
+        ps = (points - centre) @ down
+        order = np.argsort(pu)
+        values = np.interp(u_flat, pu[order], ps[order]).astype(np.float32)
+        return np.asarray(values.reshape(u.shape))
+
+    s_lip = curve(upper_lip)
+    s_top, s_lo = curve(upper), curve(lower)
+    below_top = s - s_top
+    above_lower = s_lo - s
+    gap = np.maximum(s_lo - s_top, 1e-3)
+    au = np.abs(u)
+
+    # Cavity: warm and lighter just inside the lower lip, dark in the middle, under the
+    # teeth and toward the corners.
+    edge_dist = np.maximum(np.minimum(below_top, above_lower), 0.0)
+    rim = np.exp(-np.maximum(above_lower, 0.0) / (3.0 * scale))
+    depth = (0.3 + 0.45 * rim) * (1.0 - 0.4 * au * au)
+    mucosa = style.lip * np.array([0.62, 0.34, 0.36], np.float32)
+    colour = mucosa[None, None, :] * depth[:, :, None]
+
+    # Tongue: rounded, resting on the lower lip, visible once the gap is large enough.
+    tongue_h = 0.4 * gap
+    t_shape = (u / 0.55) ** 2 + (above_lower / np.maximum(tongue_h, 1e-3)) ** 2
+    tongue = (1.0 - _smooth((t_shape - 0.7) / 0.4)) * _smooth((gap / scale - 8.0) / 14.0)
+    t_light = 0.5 + 0.25 * _smooth(1.0 - above_lower / np.maximum(tongue_h, 1e-3))
+    tongue_rgb = style.lip * np.array([1.0, 0.8, 0.82], np.float32)
+    colour += (tongue_rgb[None, None, :] * t_light[:, :, None] - colour) * tongue[:, :, None]
+
+    if not photo_teeth:
+        colour = _paint_upper_teeth(colour, s - s_lip, au, half, scale, style)
+
+    # Inner-lip shadow: the lips overhang the cavity by a pixel or two.
+    colour *= (0.75 + 0.25 * _smooth(edge_dist / (1.5 * scale)))[:, :, None]
+    if photo_teeth:
+        # The photo's teeth fade into the dark instead of ending on a hard line.
+        alpha *= 0.25 + 0.75 * _smooth((below_top + 0.5) / (2.5 * scale))
+
+    sigma = 0.45 * scale
+    if sigma > 0.3:
+        colour = cv2.GaussianBlur(colour, (0, 0), sigma)
+    region = out[y0:y1, x0:x1].astype(np.float32)
+    region += (colour - region) * alpha[:, :, None]
+    # Never emit pure black: keeps "black pixel" checks meaningful and survives YUV rounding.
+    out[y0:y1, x0:x1] = np.clip(region + 0.5, 1.0, 255.0).astype(np.uint8)
+    return x0, y0, x1, y1
+
+
+def _paint_upper_teeth(
+    colour: np.ndarray,
+    below_lip: np.ndarray,
+    au: np.ndarray,
+    half: float,
+    scale: float,
+    style: MouthStyle,
+) -> np.ndarray:
+    th = style.teeth_height
+    # Which tooth, and where across it (0..1), for the scalloped edge and the gaps.
+    k = np.clip(np.searchsorted(TOOTH_EDGES, au) - 1, 0, len(TOOTH_EDGES) - 2)
+    lo, hi = TOOTH_EDGES[k], TOOTH_EDGES[k + 1]
+    across = (au - lo) / (hi - lo)
+    length = th * (1.0 - 0.3 * au * au) * (1.0 - 0.08 * (2.0 * across - 1.0) ** 2)
+    band = _smooth((below_lip + 1.5 * scale) / (1.5 * scale))
+    band *= 1.0 - _smooth((below_lip - length + 0.8 * scale) / (1.6 * scale))
+    band *= 1.0 - _smooth((au - 0.5) / 0.25)
+    light = 0.6 + 0.3 * _smooth(below_lip / (0.5 * th))  # shadow under the lip
+    light *= 1.0 - 0.6 * au * au  # side teeth recede into the dark
+    edge_px = np.minimum(across, 1.0 - across) * (hi - lo) * half
+    # Gaps between teeth, fading out toward the sides.
+    light *= 1.0 - 0.12 * (1.0 - au) * np.exp(-((edge_px / (0.8 * scale)) ** 2))
+    tip = _smooth((below_lip - 0.72 * length) / (0.28 * length + 1e-3))
+    tint = np.array([1.0, 1.0, 1.0], np.float32)
+    translucent = np.array([0.86, 0.88, 0.93], np.float32)
+    rgb = style.teeth[None, None, :] * light[:, :, None]
+    rgb *= tint + (translucent - tint) * tip[:, :, None]
+    painted: np.ndarray = colour + (rgb - colour) * band[:, :, None]
+    return painted

@@ -1,0 +1,555 @@
+"""The per-avatar deformable mesh: vertices, triangles, weights and motion bases.
+
+Built once per (image, landmarks); everything a frame needs is then a few small array ops.
+
+Vertices
+    * the 468 face-mesh landmarks (3-D, pixels);
+    * when the photo's lips are apart (teeth showing), a "teeth edge" row just above the
+      lower lip that moves with the UPPER jaw, so the photo's teeth stay with the upper lip;
+    * anchors: rings of 48 points around a head ellipse (skull, hair, ears, neck) outside the
+      face, and points on the image border. An anchor's head weight ``w`` is 1 inside the
+      head ellipse and falls smoothly (smoothstep in the ellipse's normalised radius) to 0
+      at ``FADE_OUT`` times its size, ``FADE_OUT_BELOW`` under the chin so that collars and
+      shoulders stay put. Every weight also fades to 0 within 6 % of the image size of the
+      border, and each vertex's motion is capped at its distance to the border divided by
+      ``BORDER_SLACK``: the border never moves and the band next to it cannot fold.
+
+Triangles
+    Delaunay triangulation of the rest layout. Its convex hull is the image rectangle, so
+    every pixel lies in exactly one triangle. Triangles spanning the lid openings and the lip
+    gap are "collapsible" (a closed eye squeezes them to nothing, an open jaw stretches them
+    without bound; the painted mouth covers the latter).
+
+Motion of a vertex for controls (pitch, yaw, roll, open, wide, blink)
+    p' = p + open * J + wide * K + blink * B        (expression, in the photo's frame)
+    P  = R (p' - pivot) + pivot                      (3-D rotation, orthographic)
+    q  = p_xy + w * (P_xy - p_xy)                    (fade toward the body and the border)
+
+    ``J`` (jaw): lower lip, chin and jaw move "down the face" by up to ``OPEN_FRAC`` of the
+    mouth width (lower lip 1, mouth corners 0.35, tapering toward the jaw angles and the
+    cheeks; the upper lip lifts a little in the middle). ``K`` (width): the mouth region
+    scales sideways by ``WIDE_FRAC`` about its centre, fading out around it. ``B`` (blink):
+    the upper lid's lash line travels 80 % of the lid opening and the lower one 20 %, so they
+    meet; the ring just above the lashes follows by 90 % (the lid margin moves down nearly
+    rigidly, so the lashes stay a thin line) and the ring under the brow by 20 %: the
+    photo's own lid skin stretches over the eye instead of a flat colour being painted.
+    A last safety net smooths the displacement around any triangle that would still flip.
+
+Depth
+    Landmarks keep MediaPipe's z, relaxed where the mesh wraps around the cheeks (see
+    ``MAX_DEPTH_SLOPE``). Anchors take the depth of the nearest silhouette landmark, blended
+    toward the head's side depth ``z_side`` as they approach the head ellipse, and
+    ``z_side`` beyond it. The pivot sits at mouth height in the middle of the face, at
+    ``z_side`` (about where the neck turns the head). With orthographic projection a yaw
+    therefore moves the nose most and the head's outline barely, as a real head does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import Delaunay, cKDTree
+
+from msadtalker.avatar import topology as tp
+
+OPEN_FRAC = 0.22  # lip gap added at mouth_open = 1, as a fraction of the mouth width
+WIDE_FRAC = 0.16  # mouth-corner travel at |mouth_wide| = 1, fraction of half the width
+FADE_OUT = 1.85  # head weight reaches 0 at this normalised head-ellipse radius...
+FADE_OUT_BELOW = 1.5  # ...and at this one straight below the chin (the neck and collar)
+RING_RADII = (0.62, 0.78, 0.9, 1.0, 1.12, 1.26, 1.42, 1.6, 1.85, 2.2, 2.7, 3.4, 4.4, 6.0)
+RING_POINTS = 48
+# Largest depth gradient |grad z| kept on any triangle. A rotation tilting the view by theta
+# folds a triangle steeper than 1 / sin(theta); the face mesh wraps around the cheeks (points
+# 1 px apart in the picture, 40 px apart in depth), so depth is relaxed to this gradient:
+# fold-free for head tilts up to ~27 degrees.
+MAX_DEPTH_SLOPE = 2.2
+# A vertex may move at most (distance to the image border) / BORDER_SLACK, so the band
+# between a moving vertex and the fixed border can never fold.
+BORDER_SLACK = 1.5
+
+
+def smoothstep(t: np.ndarray) -> np.ndarray:
+    t = np.clip(t, 0.0, 1.0)
+    out: np.ndarray = t * t * (3.0 - 2.0 * t)
+    return out
+
+
+@dataclass(frozen=True)
+class FaceFrame:
+    """Face-aligned axes: ``e`` along the eye line (image left -> right), ``down``
+    perpendicular to it toward the chin; ``origin`` between the eyes."""
+
+    origin: np.ndarray
+    e: np.ndarray
+    down: np.ndarray
+
+    def uv(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        d = xy - self.origin
+        return d @ self.e, d @ self.down
+
+    def xy(self, u: np.ndarray, s: np.ndarray) -> np.ndarray:
+        return self.origin + np.outer(u, self.e) + np.outer(s, self.down)
+
+
+@dataclass(frozen=True)
+class HeadEllipse:
+    """Two-half ellipse in face coordinates: centre (u_c, s_c), lateral semi-axis ``a``,
+    ``b_top`` above the centre and ``b_bottom`` below it."""
+
+    u_c: float
+    s_c: float
+    a: float
+    b_top: float
+    b_bottom: float
+
+    def radius(self, u: np.ndarray, s: np.ndarray) -> np.ndarray:
+        b = np.where(s < self.s_c, self.b_top, self.b_bottom)
+        return np.hypot((u - self.u_c) / self.a, (s - self.s_c) / b)
+
+
+@dataclass(frozen=True)
+class MeshRig:
+    """See the module docstring. V vertices, T triangles; per-vertex arrays float64."""
+
+    width: int
+    height: int
+    rest: np.ndarray  # (V, 3) float64 rest positions (x, y, z), pixels (float32-exact x, y)
+    weight: np.ndarray  # (V,) head weight in [0, 1]
+    jaw: np.ndarray  # (V, 2) displacement at mouth_open = 1
+    wide: np.ndarray  # (V, 2) displacement at mouth_wide = 1
+    blink: np.ndarray  # (V, 2) displacement at blink = 1
+    pivot: np.ndarray  # (3,)
+    border_distance: np.ndarray  # (V,) distance to the image border, pixels
+    border_cap: np.ndarray  # (V,) largest motion allowed, border_distance / BORDER_SLACK
+    edges: np.ndarray  # (E, 2) int32, every mesh edge in both directions
+    collapsible: np.ndarray  # (T,) bool, lid-opening and lip-gap triangles
+    triangles: np.ndarray  # (T, 3) int32
+    neighbours: np.ndarray  # (T, 3) int32, triangle across the edge opposite vertex k; -1
+    teeth_ids: np.ndarray  # (K,) int32 teeth-edge vertices (empty: closed mouth in the photo)
+    rest_det: np.ndarray  # (T,) twice the rest area of each triangle (> 0)
+    rest_edges: np.ndarray  # (T, 6) rest corner a, b - a, c - a (x, y interleaved)
+    frame: FaceFrame
+    mouth_width: float  # rest distance between the outer mouth corners, pixels
+    eye_distance: float
+
+    @property
+    def num_landmarks(self) -> int:
+        return tp.NUM_LANDMARKS
+
+    def vertices(
+        self, rotation: np.ndarray, mouth_open: float, mouth_wide: float, blink: float
+    ) -> np.ndarray:
+        """(V, 2) float64 vertex positions for one frame (see the module docstring)."""
+        p = self.rest
+        moved = p - self.pivot
+        if mouth_open or mouth_wide or blink:
+            moved[:, :2] += mouth_open * self.jaw + mouth_wide * self.wide + blink * self.blink
+        rotated = moved @ rotation.T
+        rotated += self.pivot
+        d = rotated[:, :2] - p[:, :2]
+        d *= self.weight[:, None]
+        # Near the border, cap the motion by the room left (see BORDER_SLACK).
+        length = np.hypot(d[:, 0], d[:, 1])
+        over = np.flatnonzero(length > self.border_cap)
+        if over.size:
+            d[over] *= (self.border_cap[over] / length[over])[:, None]
+        q = p[:, :2] + d
+        area = _signed_area(q, self.triangles)
+        if ((area < 0.05 * self.rest_det) & ~self.collapsible).any():
+            q = p[:, :2] + self._unfold(d)
+        result: np.ndarray = q
+        return result
+
+    def _unfold(self, d: np.ndarray, rounds: int = 12) -> np.ndarray:
+        """Smooth the displacement around any triangle that would flip (a safety net: the
+        rig's weights and depths avoid folds at the supported amplitudes)."""
+        p = self.rest[:, :2]
+        tri = self.triangles
+        src, dst = self.edges[:, 0], self.edges[:, 1]
+        count = np.maximum(np.bincount(src, minlength=len(p)), 1).astype(np.float64)
+        fixed = self.border_distance <= 0.0
+        for _ in range(rounds):
+            area = _signed_area(p + d, tri)
+            bad = (area < 0.05 * self.rest_det) & ~self.collapsible
+            if not bad.any():
+                break
+            flagged = np.zeros(len(p), dtype=bool)
+            flagged[tri[bad].ravel()] = True
+            mean = (
+                np.stack(
+                    [np.bincount(src, weights=d[dst, k], minlength=len(p)) for k in range(2)],
+                    axis=1,
+                )
+                / count[:, None]
+            )
+            d[flagged] = 0.5 * d[flagged] + 0.5 * mean[flagged]
+            d[fixed] = 0.0
+        return d
+
+
+def build_rig(landmarks: np.ndarray, width: int, height: int) -> MeshRig:
+    """The rig for an image of ``width`` x ``height`` with ``landmarks`` (468, 3) in its pixels."""
+    lm = landmarks.astype(np.float64)
+    eye_l, eye_r = tp.eye_centres(lm)
+    eye_distance = float(np.hypot(*(eye_r - eye_l)))
+    e = (eye_r - eye_l) / max(eye_distance, 1e-9)
+    frame = FaceFrame(origin=(eye_l + eye_r) / 2.0, e=e, down=np.array([-e[1], e[0]]))
+    u, s = frame.uv(lm[:, :2])
+    corners = lm[list(tp.MOUTH_CORNERS), :2]
+    mouth_width = float(np.hypot(*(corners[1] - corners[0])))
+
+    sil = np.array(tp.SILHOUETTE)
+    face_h = float(s[tp.CHIN] - s[tp.FOREHEAD_TOP])
+    u_lo, u_hi = float(u[sil].min()), float(u[sil].max())
+    head = HeadEllipse(
+        u_c=(u_lo + u_hi) / 2.0,
+        s_c=0.0,  # eye level
+        a=0.5 * (u_hi - u_lo) * 1.12,
+        b_top=float(-s[tp.FOREHEAD_TOP]) + 0.42 * face_h,
+        b_bottom=float(s[tp.CHIN]) + 0.03 * face_h,
+    )
+    teeth = _teeth_edge(lm, frame, mouth_width)
+    inner = np.concatenate([lm, teeth], axis=0)
+    n = len(inner)
+    teeth_ids = np.arange(len(lm), n, dtype=np.int32)
+    anchors = _anchor_points(inner, frame, head, width, height, face_h)
+    a_u, a_s = frame.uv(anchors)
+    rho = head.radius(a_u, a_s)
+    # Shorter fade below the chin: the neck bends, the collar and shoulders stay put.
+    below = smoothstep((a_s - head.s_c) / np.maximum(rho * head.b_bottom, 1e-9))
+    fade_out = FADE_OUT + (FADE_OUT_BELOW - FADE_OUT) * below
+    a_weight = 1.0 - smoothstep((rho - 1.0) / (fade_out - 1.0))
+
+    # Triangulate the float32 positions the rig stores, so that rebuilding the triangulation
+    # from ``rig.rest`` (point location in ``warp``) gives exactly the same simplices.
+    rest = np.concatenate([inner, np.column_stack([anchors, np.zeros(len(anchors))])], axis=0)
+    rest = rest.astype(np.float32).astype(np.float64)
+    tri = Delaunay(rest[:, :2])
+    triangles = tri.simplices.astype(np.int32)
+    neighbours = tri.neighbors.astype(np.int32)
+    # Orient every triangle counter-clockwise in (x, y) so signed areas compare across frames.
+    flip = _signed_area(rest[:, :2], triangles) < 0
+    triangles[flip] = triangles[flip][:, [0, 2, 1]]
+    neighbours[flip] = neighbours[flip][:, [0, 2, 1]]
+    edges = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]])
+    edges = np.unique(np.concatenate([edges, edges[:, ::-1]]), axis=0).astype(np.int32)
+
+    # Depth: relax the face mesh's wrap-around first, then give the anchors depths that
+    # continue it, and relax once more across the seam between the two.
+    face_tri = triangles[(triangles < n).all(axis=1)]
+    z_face = _limit_gradient(inner[:, :2], inner[:, 2], face_tri, MAX_DEPTH_SLOPE)
+    z_side = float(z_face[list(tp.CHEEK_EXTREMES)].mean())
+    relaxed = np.column_stack([inner[:, :2], z_face])
+    rest[n:, 2] = _anchor_depth(relaxed, sil, anchors, rho, head, frame, z_side)
+    rest[:n, 2] = z_face
+    rest[:, 2] = _limit_gradient(rest[:, :2], rest[:, 2], triangles, MAX_DEPTH_SLOPE)
+
+    weight = np.concatenate([np.ones(n), a_weight])
+    margin = max(2.0, 0.06 * min(width, height))
+    border = np.minimum.reduce(
+        [rest[:, 0] + 0.5, width - 0.5 - rest[:, 0], rest[:, 1] + 0.5, height - 0.5 - rest[:, 1]]
+    )
+    weight = weight * smoothstep(border / margin)
+
+    all_u, all_s = frame.uv(rest[:, :2])
+    jaw = _jaw_basis(lm, all_u, all_s, frame, mouth_width, teeth_ids)
+    wide = _wide_basis(lm, all_u, all_s, frame, mouth_width)
+    blink = _blink_basis(lm, len(rest), frame)
+
+    mouth_s = float(s[list(tp.MOUTH_CORNERS)].mean())
+    pivot_xy = frame.xy(np.array([head.u_c]), np.array([mouth_s]))[0]
+    pivot = np.array([pivot_xy[0], pivot_xy[1], z_side])
+
+    # Triangles spanning the lid opening or the lip gap are MEANT to collapse or stretch
+    # without bound (blink, jaw drop); the fold check ignores them.
+    collapsible = np.zeros(len(triangles), dtype=bool)
+    mouth_group = np.concatenate([np.array(tp.LIPS_UPPER_INNER + tp.LIPS_LOWER_INNER), teeth_ids])
+    for group in (
+        np.array(tp.RIGHT_EYE_UPPER0 + tp.RIGHT_EYE_LOWER0),
+        np.array(tp.LEFT_EYE_UPPER0 + tp.LEFT_EYE_LOWER0),
+        mouth_group,
+    ):
+        collapsible |= np.isin(triangles, group).all(axis=1)
+
+    return MeshRig(
+        width=width,
+        height=height,
+        rest=rest,
+        weight=weight,
+        jaw=jaw,
+        wide=wide,
+        blink=blink,
+        pivot=pivot,
+        border_distance=np.maximum(border, 0.0),
+        border_cap=np.maximum(border, 0.0) / BORDER_SLACK,
+        edges=edges,
+        collapsible=collapsible,
+        triangles=triangles,
+        neighbours=neighbours,
+        teeth_ids=teeth_ids,
+        rest_det=_signed_area(rest[:, :2], triangles),
+        rest_edges=_rest_edges(rest[:, :2], triangles).astype(np.float32),
+        frame=frame,
+        mouth_width=mouth_width,
+        eye_distance=eye_distance,
+    )
+
+
+def _teeth_edge(lm: np.ndarray, frame: FaceFrame, mouth_width: float) -> np.ndarray:
+    """Vertices along the lower edge of what the photo shows inside an OPEN mouth.
+
+    When the photo's lips are apart (teeth showing), these points, placed at 90 % of the way
+    from the upper to the lower inner lip and moving with the upper jaw, keep the photo's own
+    teeth attached to the upper lip while the jaw drops; only the band below them stretches
+    (and is painted over). Returns (K, 3), empty for a closed mouth.
+    """
+    upper = lm[list(tp.LIPS_UPPER_INNER)]
+    lower = lm[list(tp.LIPS_LOWER_INNER[1:-1])]
+    uu, us = frame.uv(upper[:, :2])
+    lu, ls = frame.uv(lower[:, :2])
+    order = np.argsort(uu)
+    up_s = np.interp(lu, uu[order], us[order])
+    gap = ls - up_s
+    if np.median(gap[2:-2]) < 0.04 * mouth_width:
+        return np.zeros((0, 3))
+    s_edge = up_s + 0.9 * np.maximum(gap, 0.0)
+    xy = frame.xy(lu, s_edge)
+    return np.column_stack([xy, lower[:, 2]])
+
+
+def _rest_edges(p: np.ndarray, tri: np.ndarray) -> np.ndarray:
+    a, b, c = p[tri[:, 0]], p[tri[:, 1]], p[tri[:, 2]]
+    return np.concatenate([a, b - a, c - a], axis=1)
+
+
+def _signed_area(p: np.ndarray, tri: np.ndarray) -> np.ndarray:
+    a, b, c = p[tri[:, 0]], p[tri[:, 1]], p[tri[:, 2]]
+    area: np.ndarray = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (
+        c[:, 0] - a[:, 0]
+    )
+    return area
+
+
+def _limit_gradient(xy: np.ndarray, z: np.ndarray, tri: np.ndarray, limit: float) -> np.ndarray:
+    """Depths relaxed until no triangle's depth gradient |grad z| exceeds ``limit``.
+
+    A triangle whose depth plane has gradient g folds under a rotation tilting the view by
+    theta once |g| sin(theta) > 1; edges alone do not bound g for thin triangles, hence the
+    per-triangle test. Each violating triangle proposes to flatten its plane about its mean
+    depth just enough; a vertex takes the mean of its proposals (vectorised Jacobi steps).
+    """
+    z = z.astype(np.float64).copy()
+    a, b, c = xy[tri[:, 0]], xy[tri[:, 1]], xy[tri[:, 2]]
+    e1, e2 = b - a, c - a
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    det = np.where(np.abs(det) < 1e-9, 1e-9, det)
+    n = len(z)
+    for _ in range(600):
+        zt = z[tri]
+        d1, d2 = zt[:, 1] - zt[:, 0], zt[:, 2] - zt[:, 0]
+        gx = (d1 * e2[:, 1] - d2 * e1[:, 1]) / det
+        gy = (e1[:, 0] * d2 - e2[:, 0] * d1) / det
+        grad = np.hypot(gx, gy)
+        viol = grad > limit * 1.001
+        if not viol.any():
+            break
+        shrink = limit / grad[viol] - 1.0
+        zv = zt[viol]
+        delta = shrink[:, None] * (zv - zv.mean(axis=1, keepdims=True))
+        ids = tri[viol].ravel()
+        total = np.bincount(ids, weights=delta.ravel(), minlength=n)
+        hits = np.maximum(np.bincount(ids, minlength=n), 1)
+        z += total / hits
+    return z
+
+
+def _anchor_points(
+    lm: np.ndarray, frame: FaceFrame, head: HeadEllipse, width: int, height: int, face_h: float
+) -> np.ndarray:
+    """Ring points around the head ellipse plus the image border, outside the face hull."""
+    angles = np.linspace(0.0, 2.0 * np.pi, RING_POINTS, endpoint=False)
+    pts = []
+    for k, rho in enumerate(RING_RADII):
+        phase = angles + (np.pi / RING_POINTS) * (k % 2)  # stagger rings: better triangles
+        cos, sin = np.cos(phase), np.sin(phase)
+        b = np.where(sin < 0, head.b_top, head.b_bottom)
+        pts.append(frame.xy(head.u_c + rho * head.a * cos, head.s_c + rho * b * sin))
+    ring = np.concatenate(pts)
+
+    # Keep ring points inside the image, away from its border and outside the face.
+    step = max(8.0, face_h * 0.04)
+    inside = (
+        (ring[:, 0] > -0.5 + step)
+        & (ring[:, 0] < width - 0.5 - step)
+        & (ring[:, 1] > -0.5 + step)
+        & (ring[:, 1] < height - 0.5 - step)
+    )
+    ring = ring[inside]
+    ring = ring[_outside_hull(ring, lm[:, :2], dilate=0.04 * face_h)]
+
+    n_x = max(2, int(np.ceil(width / max(24.0, min(width, height) / 12.0))))
+    n_y = max(2, int(np.ceil(height / max(24.0, min(width, height) / 12.0))))
+    xs = np.linspace(-0.5, width - 0.5, n_x + 1)
+    ys = np.linspace(-0.5, height - 0.5, n_y + 1)
+    border = np.concatenate(
+        [
+            np.column_stack([xs, np.full_like(xs, -0.5)]),
+            np.column_stack([xs, np.full_like(xs, height - 0.5)]),
+            np.column_stack([np.full_like(ys[1:-1], -0.5), ys[1:-1]]),
+            np.column_stack([np.full_like(ys[1:-1], width - 0.5), ys[1:-1]]),
+        ]
+    )
+
+    # Thin out ring points crowding each other or the landmarks (slivers fold easily).
+    kept: list[np.ndarray] = []
+    tree = cKDTree(np.concatenate([lm[:, :2], border]))
+    min_gap = 0.35 * step
+    for point in ring:
+        if tree.query(point)[0] < min_gap:
+            continue
+        if kept and np.min(np.hypot(*(np.array(kept) - point).T)) < min_gap:
+            continue
+        kept.append(point)
+    ring = np.array(kept).reshape(-1, 2)
+    return np.concatenate([ring, border])
+
+
+def _outside_hull(points: np.ndarray, hull_points: np.ndarray, dilate: float) -> np.ndarray:
+    """True for points farther than ``dilate`` outside the convex hull of ``hull_points``."""
+    if len(points) == 0:
+        return np.zeros(0, dtype=bool)
+    hull = Delaunay(hull_points).convex_hull  # (F, 2) vertex pairs
+    a, b = hull_points[hull[:, 0]], hull_points[hull[:, 1]]
+    centre = hull_points.mean(axis=0)
+    normal = np.column_stack([b[:, 1] - a[:, 1], a[:, 0] - b[:, 0]])
+    normal /= np.linalg.norm(normal, axis=1, keepdims=True)
+    # Orient every edge normal outward (away from the centroid).
+    outward = np.sign(((a - centre) * normal).sum(axis=1))
+    normal *= outward[:, None]
+    dist = ((points[:, None, :] - a[None]) * normal[None]).sum(axis=2)  # (N, F)
+    outside: np.ndarray = dist.max(axis=1) > dilate
+    return outside
+
+
+def _anchor_depth(
+    lm: np.ndarray,
+    sil: np.ndarray,
+    anchors: np.ndarray,
+    rho: np.ndarray,
+    head: HeadEllipse,
+    frame: FaceFrame,
+    z_side: float,
+) -> np.ndarray:
+    su, ss = frame.uv(lm[sil, :2])
+    sil_rho = head.radius(su, ss)
+    nearest = cKDTree(lm[sil, :2]).query(anchors)[1]
+    start = sil_rho[nearest]
+    t = smoothstep((rho - start) / np.maximum(1.0 - start, 1e-3))
+    depth: np.ndarray = lm[sil[nearest], 2] * (1.0 - t) + z_side * t
+    return depth
+
+
+def _mouth_coords(
+    lm: np.ndarray, frame: FaceFrame, u: np.ndarray, s: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
+    corners = lm[list(tp.MOUTH_CORNERS), :2]
+    mu, ms = frame.uv(corners.mean(axis=0, keepdims=True))
+    half = float(np.hypot(*(corners[1] - corners[0]))) / 2.0
+    return u - mu[0], s - ms[0], max(half, 1e-6)
+
+
+def _contour(lm: np.ndarray, ids: tuple[int, ...], frame: FaceFrame, um: np.ndarray) -> np.ndarray:
+    """The contour's s (mouth coordinates) interpolated at each ``um``."""
+    u, s = frame.uv(lm[list(ids), :2])
+    cu, cs, _ = _mouth_coords(lm, frame, u, s)
+    order = np.argsort(cu)
+    return np.asarray(np.interp(um, cu[order], cs[order]), dtype=np.float64)
+
+
+def _jaw_basis(
+    lm: np.ndarray,
+    u: np.ndarray,
+    s: np.ndarray,
+    frame: FaceFrame,
+    mouth_width: float,
+    upper_jaw: np.ndarray,
+) -> np.ndarray:
+    """Jaw-drop displacement at mouth_open = 1 (see the module docstring).
+
+    Membership m (share of the full drop) as a smooth field in mouth coordinates (um across,
+    sm down, origin between the corners): lower lip 1 in the middle tapering to ``CORNER``
+    at the corners; chin and jaw 1, tapering toward the jaw angles; cheeks above the corner
+    line little; upper lip lifts slightly in the middle and follows the corners near them.
+    """
+    corner = 0.35
+    um, sm, half = _mouth_coords(lm, frame, u, s)
+    r = np.clip(np.abs(um) / half, 0.0, 1.0)
+    split = 0.5 * (
+        _contour(lm, tp.LIPS_UPPER_INNER, frame, um) + _contour(lm, tp.LIPS_LOWER_INNER, frame, um)
+    )
+    top = _contour(lm, tp.LIPS_UPPER_OUTER, frame, um)
+
+    # Generic field: rises below the corner line, tapering toward the jaw angles.
+    vertical = smoothstep((sm + 0.3 * half) / (0.9 * half))
+    lateral = 1.0 - 0.8 * smoothstep((np.abs(um) - 0.8 * half) / (1.6 * half))
+    m = vertical * lateral
+
+    span = np.abs(um) < half
+    lower = span & (sm > split)
+    m = np.where(lower, np.maximum(corner + (1.0 - corner) * (1.0 - r * r), m), m)
+    upper = span & (sm <= split) & (sm >= top - 0.08 * half)
+    m = np.where(upper, -0.12 * (1.0 - r * r) + corner * r**4, m)
+    m[list(tp.MOUTH_CORNERS + tp.INNER_MOUTH_CORNERS)] = corner
+    # Teeth-edge vertices belong to the upper jaw: they move as the upper lip above them.
+    m[upper_jaw] = (-0.12 * (1.0 - r * r) + corner * r**4)[upper_jaw]
+    jaw: np.ndarray = OPEN_FRAC * mouth_width * m[:, None] * frame.down[None, :]
+    return jaw
+
+
+def _wide_basis(
+    lm: np.ndarray, u: np.ndarray, s: np.ndarray, frame: FaceFrame, mouth_width: float
+) -> np.ndarray:
+    um, sm, half = _mouth_coords(lm, frame, u, s)
+    r = np.hypot(um / half, sm / (0.55 * half))
+    g = np.where(r <= 1.0, 1.0, np.exp(-(((r - 1.0) / 0.7) ** 2)))
+    wide: np.ndarray = (WIDE_FRAC * um * g)[:, None] * frame.e[None, :]
+    return wide
+
+
+def _blink_basis(lm: np.ndarray, count: int, frame: FaceFrame) -> np.ndarray:
+    out = np.zeros((count, 2))
+    eyes = (
+        (
+            tp.RIGHT_EYE_UPPER0,
+            tp.RIGHT_EYE_LOWER0,
+            tp.RIGHT_EYE_UPPER1,
+            tp.RIGHT_EYE_UPPER2,
+            tp.RIGHT_EYE_LOWER1,
+        ),
+        (
+            tp.LEFT_EYE_UPPER0,
+            tp.LEFT_EYE_LOWER0,
+            tp.LEFT_EYE_UPPER1,
+            tp.LEFT_EYE_UPPER2,
+            tp.LEFT_EYE_LOWER1,
+        ),
+    )
+    for upper0, lower0, upper1, upper2, lower1 in eyes:
+        up_u, up_s = frame.uv(lm[list(upper0), :2])
+        lo_u, lo_s = frame.uv(lm[list(lower0), :2])
+        ou, ol = np.argsort(up_u), np.argsort(lo_u)
+        for ids, share in (
+            (upper0[1:-1], 0.8),
+            (upper1, 0.8 * 0.9),
+            (upper2, 0.8 * 0.2),
+            (lower0[1:-1], -0.2),
+            (lower1, -0.2 * 0.3),
+        ):
+            q, _ = frame.uv(lm[list(ids), :2])
+            # Lid opening at each point's position across the eye.
+            gap = np.maximum(
+                np.interp(q, lo_u[ol], lo_s[ol]) - np.interp(q, up_u[ou], up_s[ou]), 0.0
+            )
+            out[list(ids)] = (share * gap)[:, None] * frame.down[None, :]
+    return out
