@@ -1,0 +1,590 @@
+"""Parity of our networks with the official SadTalker golden data (``golden_seed*.npz``).
+
+Each check feeds the golden inputs to one piece of our implementation and compares with the
+golden outputs (tolerances from golden/README §4). Everything is derived from the file (frame
+counts, batch layout, mapping widths, e2e frame ranges), so any golden of this format works.
+
+Networks run through a ``ParityEngine``: ``engine.network(name)`` returns a callable taking
+numpy inputs in the network's ``ExportContract`` input order and returning its outputs by
+contract output name, or ``None`` when the engine does not have that network (then its checks
+are reported as skipped). ``TorchParityEngine`` builds our torch modules from a checkpoint
+directory; an ONNX Runtime engine (engines/) only needs to provide the same callables and be
+added to ``ENGINES``. Pure functions (alignment, keypoint transformation, the mel) are called
+directly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from msadtalker.errors import ConfigError, InputError
+from msadtalker.models.face_recon import align_face, coeffs_73, fallback_five_points
+from msadtalker.models.keypoints import keypoint_transformation
+from msadtalker.models.mapping import MappingOutput
+from msadtalker.weights import build_network, load_weights
+
+log = logging.getLogger(__name__)
+
+Arrays = Mapping[str, np.ndarray]
+NetworkFn = Callable[..., dict[str, np.ndarray]]
+
+EXPNET_CHUNK = 10  # upstream runs ExpNet on chunks of 10 frames
+MAPPING_OUTPUTS = ("yaw", "pitch", "roll", "t", "exp")
+
+
+# --- results ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """max |diff| bound, optional mean |diff| bound and fraction of values off by > off."""
+
+    max_abs: float
+    mean_abs: float | None = None
+    frac_off: float | None = None
+    off: float = 1e-3
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    """One check. ``ok`` is None when skipped (``note`` says why)."""
+
+    name: str
+    tolerance: Tolerance
+    max_abs_diff: float | None = None
+    mean_abs_diff: float | None = None
+    frac_off: float | None = None
+    ok: bool | None = None
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "max_abs_diff": self.max_abs_diff,
+            "tolerance": self.tolerance.max_abs,
+            "ok": self.ok,
+        }
+        if self.tolerance.mean_abs is not None:
+            entry["mean_abs_diff"] = self.mean_abs_diff
+            entry["mean_tolerance"] = self.tolerance.mean_abs
+        if self.tolerance.frac_off is not None:
+            entry["frac_off"] = self.frac_off
+            entry["frac_off_tolerance"] = self.tolerance.frac_off
+            entry["off_threshold"] = self.tolerance.off
+        if self.ok is None:
+            entry["skipped"] = self.note
+        elif self.note:
+            entry["note"] = self.note
+        return entry
+
+
+def compare(name: str, actual: np.ndarray, expected: np.ndarray, tol: Tolerance) -> ParityResult:
+    """Compare in float64; a shape mismatch or a non-finite value fails the check."""
+    actual = np.asarray(actual)
+    if actual.shape != expected.shape:
+        return ParityResult(
+            name, tol, ok=False, note=f"shape {actual.shape} != golden {expected.shape}"
+        )
+    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    if not np.isfinite(diff).all():
+        return ParityResult(name, tol, ok=False, note="non-finite values")
+    max_abs = float(diff.max()) if diff.size else 0.0
+    mean_abs = float(diff.mean()) if diff.size else 0.0
+    frac_off = float((diff > tol.off).mean()) if diff.size else 0.0
+    ok = max_abs <= tol.max_abs
+    if tol.mean_abs is not None:
+        ok = ok and mean_abs <= tol.mean_abs
+    if tol.frac_off is not None:
+        ok = ok and frac_off < tol.frac_off
+    return ParityResult(name, tol, max_abs, mean_abs, frac_off, ok)
+
+
+def skipped(name: str, tol: Tolerance, reason: str) -> ParityResult:
+    return ParityResult(name, tol, ok=None, note=reason)
+
+
+# --- engines ------------------------------------------------------------------------------------
+
+
+class ParityEngine(Protocol):
+    """Runs networks on numpy inputs (see the module docstring)."""
+
+    name: str
+
+    def network(self, name: str) -> NetworkFn | None: ...
+
+
+def _module_available(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+# Networks of the checkpoint and the module that must exist for each.
+_TORCH_MODULES = {
+    "face_3drecon": "msadtalker.models.face_recon",
+    "audio2exp": "msadtalker.models.expnet",
+    "mapping": "msadtalker.models.mapping",
+    "mapping_full": "msadtalker.models.mapping",
+    "kp_extractor": "msadtalker.models.kp_detector",
+    "generator": "msadtalker.models.generator",
+}
+
+
+class TorchParityEngine:
+    """Our torch modules, loaded strictly from ``checkpoints`` (float32, eval, no grad)."""
+
+    name = "torch"
+
+    def __init__(self, checkpoints: str | Path | None, size: int, networks: Iterable[str]) -> None:
+        wanted = [net for net in dict.fromkeys(networks) if net in _TORCH_MODULES]
+        self.unavailable = {
+            net: f"{_TORCH_MODULES[net]} not present in this checkout"
+            for net in wanted
+            if not _module_available(_TORCH_MODULES[net])
+        }
+        available = [net for net in wanted if net not in self.unavailable]
+        self.weights = load_weights(checkpoints, size, available)
+        self._modules: dict[str, nn.Module] = {}
+
+    def network(self, name: str) -> NetworkFn | None:
+        if name in self.unavailable or name not in self.weights.state_dicts:
+            return None
+        if name not in self._modules:
+            self._modules[name] = build_network(name, self.weights)
+        module = self._modules[name]
+        output_names = module.export_contract().output_names  # type: ignore[operator]
+
+        def run(*inputs: np.ndarray) -> dict[str, np.ndarray]:
+            with torch.no_grad():
+                out = module(*(torch.from_numpy(np.ascontiguousarray(x)) for x in inputs))
+            tensors = (out,) if isinstance(out, torch.Tensor) else tuple(out)
+            if len(tensors) != len(output_names):
+                raise RuntimeError(
+                    f"{name}: {len(tensors)} outputs, contract has {len(output_names)}"
+                )
+            return {key: t.numpy() for key, t in zip(output_names, tensors, strict=True)}
+
+        return run
+
+
+ENGINES: Mapping[str, Callable[[str | Path | None, int, Iterable[str]], ParityEngine]] = {
+    "torch": TorchParityEngine,
+}
+
+
+def make_engine(
+    engine: str, checkpoints: str | Path | None, size: int, networks: Iterable[str]
+) -> ParityEngine:
+    if engine not in ENGINES:
+        raise ConfigError(
+            f"--engine {engine}: not available for check-parity (available: {', '.join(ENGINES)})"
+        )
+    return ENGINES[engine](checkpoints, size, networks)
+
+
+# --- golden file --------------------------------------------------------------------------------
+
+
+def load_golden(path: str | Path) -> dict[str, np.ndarray]:
+    """All arrays of a golden ``.npz`` (no pickles)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--golden {path}: not a readable golden .npz ({exc})") from None
+
+
+def _need(golden: Arrays, *keys: str) -> None:
+    missing = [key for key in keys if key not in golden]
+    if missing:
+        raise KeyError(f"golden file lacks {', '.join(missing)}")
+
+
+def render_size(golden: Arrays) -> int:
+    """The render size S of the golden data (its source image is S x S)."""
+    _need(golden, "source_image")
+    return int(golden["source_image"].shape[-1])
+
+
+def mapping_variants(golden: Arrays) -> list[tuple[str, int]]:
+    """(golden prefix, coeff_nc) of every mapping net in the file, e.g. [("map70", 70), ...]."""
+    variants = []
+    for key in sorted(golden):
+        match = re.fullmatch(r"(map\d+)_source_in", key)
+        if match:
+            variants.append((match.group(1), int(golden[key].shape[1])))
+    return variants
+
+
+def mapping_network(coeff_nc: int) -> str:
+    return {70: "mapping", 73: "mapping_full"}[coeff_nc]
+
+
+# --- checks -------------------------------------------------------------------------------------
+
+TOL_ALIGN = Tolerance(1e-6)
+TOL_RECON = Tolerance(1e-5)
+TOL_MEL = Tolerance(1e-6)
+TOL_EXPNET = Tolerance(1e-4)
+TOL_LOGITS = Tolerance(1e-4)
+TOL_T_EXP = Tolerance(2e-5)
+TOL_KEYPOINTS = Tolerance(1e-5)
+TOL_KP_DETECTOR = Tolerance(5e-5)
+TOL_MASK = Tolerance(2e-4)
+TOL_OCCLUSION = Tolerance(1e-4)
+TOL_DEFORMATION = Tolerance(1e-2, mean_abs=2e-5)
+TOL_PREDICTION = Tolerance(2e-2, mean_abs=1e-4, frac_off=1e-3)
+TOL_E2E = Tolerance(5e-2, mean_abs=2e-4, frac_off=5e-3)
+
+
+def check_face_align(golden: Arrays) -> list[ParityResult]:
+    """Alignment of the source PNG with the no-face fallback points -> recon input."""
+    _need(golden, "input_source_png_uint8", "recon_input_224", "source_coeff_73")
+    image = golden["input_source_png_uint8"]
+    height, width = image.shape[:2]
+    aligned = align_face(image, fallback_five_points(width, height))
+    stored = golden["source_coeff_73"][0, 70:73]
+    if not np.allclose(aligned.params, stored, rtol=0, atol=1e-4):
+        return [
+            skipped(
+                "face_align", TOL_ALIGN, "golden alignment did not use the no-face fallback points"
+            )
+        ]
+    return [compare("face_align", aligned.tensor().numpy(), golden["recon_input_224"], TOL_ALIGN)]
+
+
+def check_face_recon(golden: Arrays, engine: ParityEngine) -> list[ParityResult]:
+    _need(golden, "recon_input_224", "recon_coeffs_257", "source_coeff_73")
+    run = engine.network("face_3drecon")
+    if run is None:
+        return [skipped("face_recon", TOL_RECON, f"{engine.name}: no face_3drecon")]
+    coeffs = run(golden["recon_input_224"])["coeffs"]
+    params = torch.from_numpy(golden["source_coeff_73"][:, 70:73])
+    vector = coeffs_73(torch.from_numpy(coeffs), params).numpy()
+    return [
+        compare("face_recon", coeffs, golden["recon_coeffs_257"], TOL_RECON),
+        compare("source_coeff_73", vector, golden["source_coeff_73"], TOL_RECON),
+    ]
+
+
+def check_mel(golden: Arrays) -> list[ParityResult]:
+    _need(golden, "input_wav_loaded", "audio_mel_f64")
+    try:
+        audio = importlib.import_module("msadtalker.audio")
+    except ModuleNotFoundError as exc:
+        if exc.name != "msadtalker.audio":
+            raise
+        return [skipped("mel", TOL_MEL, "msadtalker.audio not present in this checkout")]
+    log_mel = getattr(audio, "log_mel", None)
+    if log_mel is None:
+        return [skipped("mel", TOL_MEL, "msadtalker.audio.log_mel not present")]
+    mel = np.asarray(log_mel(golden["input_wav_loaded"]))
+    return [compare("mel", mel, golden["audio_mel_f64"], TOL_MEL)]
+
+
+def check_expnet(golden: Arrays, engine: ParityEngine) -> list[ParityResult]:
+    _need(golden, "expnet_in_mels", "expnet_in_ref", "expnet_in_ratio", "expnet_out_exp")
+    run = engine.network("audio2exp")
+    if run is None:
+        return [skipped("expnet", TOL_EXPNET, f"{engine.name}: no audio2exp")]
+    mels = golden["expnet_in_mels"]  # (B, T, 1, 80, 16)
+    batch, frames = mels.shape[:2]
+    mels = mels.reshape(batch * frames, *mels.shape[2:])
+    ref = golden["expnet_in_ref"][..., :64].reshape(batch * frames, 64)
+    ratio = golden["expnet_in_ratio"].reshape(batch * frames, 1)
+    chunks = [
+        run(mels[i : i + EXPNET_CHUNK], ref[i : i + EXPNET_CHUNK], ratio[i : i + EXPNET_CHUNK])
+        for i in range(0, batch * frames, EXPNET_CHUNK)
+    ]
+    exp = np.concatenate([chunk["exp"] for chunk in chunks]).reshape(batch, frames, -1)
+    return [compare("expnet", exp, golden["expnet_out_exp"], TOL_EXPNET)]
+
+
+def _run_mapping_batched(run: NetworkFn, batched: np.ndarray, frames: int) -> dict[str, np.ndarray]:
+    """Upstream order: step s feeds ``batched[:, s]`` (all rows); row r holds frames
+    r * steps ... (r + 1) * steps - 1; outputs flattened row-major and cut to ``frames``."""
+    steps = [run(batched[:, step]) for step in range(batched.shape[1])]
+    return {
+        key: np.stack([out[key] for out in steps], axis=1).reshape(-1, steps[0][key].shape[-1])[
+            :frames
+        ]
+        for key in MAPPING_OUTPUTS
+    }
+
+
+def check_mapping(
+    golden: Arrays, engine: ParityEngine, prefix: str, coeff_nc: int
+) -> list[ParityResult]:
+    name = f"mapping{coeff_nc}"
+    keys = [
+        f"{prefix}_{part}_out_{out}" for part in ("source", "target") for out in MAPPING_OUTPUTS
+    ]
+    _need(golden, f"{prefix}_source_in", f"{prefix}_target_in_batched", *keys)
+    run = engine.network(mapping_network(coeff_nc))
+    if run is None:
+        reason = f"{engine.name}: no {mapping_network(coeff_nc)}"
+        return [
+            skipped(f"{name}_logits", TOL_LOGITS, reason),
+            skipped(f"{name}_t_exp", TOL_T_EXP, reason),
+        ]
+    frames = golden[f"{prefix}_target_out_yaw"].shape[0]
+    outputs = {
+        "source": run(golden[f"{prefix}_source_in"]),
+        "target": _run_mapping_batched(run, golden[f"{prefix}_target_in_batched"], frames),
+    }
+
+    def joined(outs: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        ours = [outputs[part][out].ravel() for part in outputs for out in outs]
+        theirs = [golden[f"{prefix}_{part}_out_{out}"].ravel() for part in outputs for out in outs]
+        return np.concatenate(ours), np.concatenate(theirs)
+
+    return [
+        compare(f"{name}_logits", *joined(("yaw", "pitch", "roll")), TOL_LOGITS),
+        compare(f"{name}_t_exp", *joined(("t", "exp")), TOL_T_EXP),
+    ]
+
+
+def _mapping_output(values: Mapping[str, np.ndarray]) -> MappingOutput:
+    return MappingOutput(
+        *(torch.from_numpy(np.ascontiguousarray(values[k])) for k in MAPPING_OUTPUTS)
+    )
+
+
+def check_keypoints(golden: Arrays, prefix: str, coeff_nc: int) -> list[ParityResult]:
+    """keypoint_transformation from the stored mapping outputs and canonical keypoints."""
+    _need(golden, "kp_canonical", f"{prefix}_kp_source", f"{prefix}_kp_driving")
+    kp = torch.from_numpy(golden["kp_canonical"])
+    results = []
+    ours, theirs = [], []
+    for part, target in (("source", "kp_source"), ("target", "kp_driving")):
+        motion = _mapping_output({k: golden[f"{prefix}_{part}_out_{k}"] for k in MAPPING_OUTPUTS})
+        ours.append(keypoint_transformation(kp, motion).numpy().ravel())
+        theirs.append(golden[f"{prefix}_{target}"].ravel())
+    results.append(
+        compare(f"keypoints{coeff_nc}", np.concatenate(ours), np.concatenate(theirs), TOL_KEYPOINTS)
+    )
+    return results
+
+
+def check_kp_detector(golden: Arrays, engine: ParityEngine) -> list[ParityResult]:
+    _need(golden, "source_image", "kp_canonical")
+    run = engine.network("kp_extractor")
+    if run is None:
+        return [skipped("kp_detector", TOL_KP_DETECTOR, f"{engine.name}: no kp_extractor")]
+    keypoints = run(golden["source_image"])["keypoints"]
+    return [compare("kp_detector", keypoints, golden["kp_canonical"], TOL_KP_DETECTOR)]
+
+
+_GENERATOR_CHECKS = (
+    ("generator_mask", "mask", "gen_out_mask", TOL_MASK),
+    ("generator_occlusion", "occlusion_map", "gen_out_occlusion_map", TOL_OCCLUSION),
+    ("generator_deformation", "deformation", "gen_out_deformation", TOL_DEFORMATION),
+    ("generator_prediction", "prediction", "gen_out_prediction", TOL_PREDICTION),
+)
+
+
+def check_generator(golden: Arrays, engine: ParityEngine) -> list[ParityResult]:
+    _need(
+        golden,
+        "source_image",
+        "gen_kp_source",
+        "gen_kp_driving",
+        *(key for _, _, key, _ in _GENERATOR_CHECKS),
+    )
+    run = engine.network("generator")
+    if run is None:
+        return [
+            skipped(name, tol, f"{engine.name}: no generator")
+            for name, _, _, tol in _GENERATOR_CHECKS
+        ]
+    batch = golden["gen_kp_driving"].shape[0]
+    source = np.repeat(golden["source_image"], batch, axis=0)
+    out = run(source, golden["gen_kp_source"], golden["gen_kp_driving"])
+    return [compare(name, out[key], golden[ref], tol) for name, key, ref, tol in _GENERATOR_CHECKS]
+
+
+def e2e_targets(golden: Arrays) -> list[tuple[str, int, int, int]]:
+    """(golden key, batch row, first step, last step) of every ``e2e_frames_<a>_<b>`` array.
+
+    Row r of the batched target holds frames r * steps ... (r + 1) * steps - 1.
+    """
+    _need(golden, "e2e_target_semantics")
+    steps = golden["e2e_target_semantics"].shape[1]
+    targets = []
+    for key in sorted(golden):
+        match = re.fullmatch(r"e2e_frames_(\d+)_(\d+)", key)
+        if not match:
+            continue
+        first, last = int(match.group(1)), int(match.group(2))
+        row = first // steps
+        if last // steps != row or golden[key].shape[0] != last - first + 1:
+            raise KeyError(f"golden {key}: frames do not lie in one batch row")
+        targets.append((key, row, first - row * steps, last - row * steps))
+    if not targets:
+        raise KeyError("golden file has no e2e_frames_* arrays")
+    return targets
+
+
+def check_e2e(golden: Arrays, engine: ParityEngine) -> list[ParityResult]:
+    """Upstream ``make_animation`` over the first steps of the batched target windows."""
+    _need(golden, "source_image", "e2e_source_semantics", "e2e_target_semantics")
+    targets = e2e_targets(golden)
+    source_semantics = golden["e2e_source_semantics"]
+    mapping_name = mapping_network(int(source_semantics.shape[1]))
+    detect = engine.network("kp_extractor")
+    mapping = engine.network(mapping_name)
+    generator = engine.network("generator")
+    if detect is None or mapping is None or generator is None:
+        return [
+            skipped(
+                "e2e_frames",
+                TOL_E2E,
+                f"{engine.name}: needs kp_extractor, {mapping_name} and generator",
+            )
+        ]
+    batch = source_semantics.shape[0]
+    source = np.repeat(golden["source_image"], batch, axis=0)
+    kp_canonical = torch.from_numpy(detect(source)["keypoints"])
+    kp_source = keypoint_transformation(kp_canonical, _mapping_output(mapping(source_semantics)))
+    last_step = max(last for _, _, _, last in targets)
+    frames = []
+    for step in range(last_step + 1):
+        motion = _mapping_output(mapping(golden["e2e_target_semantics"][:, step]))
+        kp_driving = keypoint_transformation(kp_canonical, motion)
+        frames.append(generator(source, kp_source.numpy(), kp_driving.numpy())["prediction"])
+    rendered = np.stack(frames, axis=1)  # (batch, steps, 3, S, S)
+    ours = np.concatenate([rendered[row, first : last + 1] for _, row, first, last in targets])
+    theirs = np.concatenate([golden[key] for key, _, _, _ in targets])
+    return [compare("e2e_frames", ours, theirs, TOL_E2E)]
+
+
+# --- driver -------------------------------------------------------------------------------------
+
+CHECK_GROUPS = (
+    "face_align",
+    "face_recon",
+    "mel",
+    "expnet",
+    "mapping",
+    "keypoints",
+    "kp_detector",
+    "generator",
+    "e2e",
+)
+# Engine networks each group needs (mapping nets are added from the golden file).
+_GROUP_NETWORKS = {
+    "face_recon": ("face_3drecon",),
+    "expnet": ("audio2exp",),
+    "kp_detector": ("kp_extractor",),
+    "generator": ("generator",),
+    "e2e": ("kp_extractor", "generator"),
+}
+
+
+def networks_for(golden: Arrays, groups: Iterable[str]) -> list[str]:
+    groups = list(groups)
+    networks = [net for group in groups for net in _GROUP_NETWORKS.get(group, ())]
+    if "mapping" in groups:
+        networks += [mapping_network(nc) for _, nc in mapping_variants(golden)]
+    if "e2e" in groups and "e2e_source_semantics" in golden:
+        networks.append(mapping_network(int(golden["e2e_source_semantics"].shape[1])))
+    return list(dict.fromkeys(networks))
+
+
+def _guarded(name: str, check: Callable[[], list[ParityResult]]) -> list[ParityResult]:
+    """Run a check; a bug or a malformed golden fails that check instead of the whole run."""
+    try:
+        return check()
+    except InputError:
+        raise
+    except Exception as exc:  # reported as a failed check, with its reason
+        log.debug("check %s raised", name, exc_info=True)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return [ParityResult(name, Tolerance(0.0), ok=False, note=f"error: {reason}")]
+
+
+def run_checks(
+    golden: Arrays, engine: ParityEngine, groups: Iterable[str] = CHECK_GROUPS
+) -> list[ParityResult]:
+    """Run the selected check groups in pipeline order; returns one result per compared item."""
+    groups = [group for group in CHECK_GROUPS if group in set(groups)]
+    results: list[ParityResult] = []
+    for group in groups:
+        if group == "face_align":
+            results += _guarded(group, lambda: check_face_align(golden))
+        elif group == "face_recon":
+            results += _guarded(group, lambda: check_face_recon(golden, engine))
+        elif group == "mel":
+            results += _guarded(group, lambda: check_mel(golden))
+        elif group == "expnet":
+            results += _guarded(group, lambda: check_expnet(golden, engine))
+        elif group in ("mapping", "keypoints"):
+            for prefix, coeff_nc in mapping_variants(golden):
+                if group == "mapping":
+                    check = partial(check_mapping, golden, engine, prefix, coeff_nc)
+                else:
+                    check = partial(check_keypoints, golden, prefix, coeff_nc)
+                results += _guarded(f"{group}{coeff_nc}", check)
+        elif group == "kp_detector":
+            results += _guarded(group, lambda: check_kp_detector(golden, engine))
+        elif group == "generator":
+            results += _guarded(group, lambda: check_generator(golden, engine))
+        elif group == "e2e":
+            results += _guarded(group, lambda: check_e2e(golden, engine))
+    return results
+
+
+def format_table(results: Sequence[ParityResult]) -> str:
+    """Plain-text table: check, max |diff|, tolerance, mean |diff|, status."""
+    rows = [("check", "max |diff|", "tolerance", "mean |diff|", "status")]
+    for result in results:
+        status = {True: "ok", False: "FAIL", None: "skip"}[result.ok]
+        if result.note:
+            status += f" ({result.note})"
+        tol = f"{result.tolerance.max_abs:.0e}"
+        if result.tolerance.mean_abs is not None:
+            tol += f", mean {result.tolerance.mean_abs:.0e}"
+        if result.tolerance.frac_off is not None:
+            tol += f", <{result.tolerance.frac_off:.1%} >{result.tolerance.off:.0e}"
+            if result.frac_off is not None:
+                status += f" [{result.frac_off:.3%} >{result.tolerance.off:.0e}]"
+        rows.append(
+            (
+                result.name,
+                "-" if result.max_abs_diff is None else f"{result.max_abs_diff:.3e}",
+                tol,
+                "-" if result.mean_abs_diff is None else f"{result.mean_abs_diff:.3e}",
+                status,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True))
+        + "  "
+        + row[4]
+        for row in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def results_json(results: Sequence[ParityResult]) -> dict[str, Any]:
+    return {result.name: result.to_json() for result in results}
+
+
+def all_ok(results: Sequence[ParityResult]) -> bool:
+    """No failed check (skipped checks do not fail)."""
+    return all(result.ok is not False for result in results)

@@ -1,0 +1,1 @@
+"""SadTalker / face-vid2vid networks as plain torch modules (no loading, no I/O)."""
