@@ -1,0 +1,2 @@
+"""Benchmarks behind ``msadtalker bench KIND``: one module per kind (``DESCRIPTION``,
+``add_arguments(parser)``, ``run(args) -> dict``)."""

@@ -1,0 +1,190 @@
+"""``msadtalker bench latency``: mic sample -> mouth visible on the receiver, over loopback.
+
+A ``msadtalker serve`` child process serves the avatar; an aiortc client sends speech with
+sharp onsets as its microphone (paced like a real mic) and watches the video it gets back.
+
+* Latency of an onset: wall time at which the first received frame shows the mouth open
+  (``MouthProbe``: the mouth region moved past ``threshold`` of the way from closed to open)
+  minus the wall time at which the onset sample was captured. p50 / p95 over the onsets.
+* A/V sync error of the returned audio vs video, per frame: the receiver plays the audio at
+  the earliest steady schedule its arrivals allow (``base + pts``, ``base`` = 95th percentile
+  of ``arrival - pts``: 5 % of packets may be late and concealed); frame ``k``'s sound starts
+  at that schedule's ``k * 40 ms`` (both tracks start at the session's first frame and their
+  time stamps follow the frame index) and its picture shows when it arrives. The error is
+  picture time - sound time: positive = video late. p50 / p95 over all frames.
+
+The mouth probe, and the open-mouth threshold (30 % of the median peak opening of the bursts in
+the offline render of the same speech), come from the same stages the server runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+from msadtalker.timing import FPS, SAMPLE_RATE
+from streamer.bench.live import ServerProcess, session_stats
+from streamer.bench.mouth import MouthProbe
+from streamer.bench.signals import OnsetSpeech, onset_speech
+from streamer.io.webrtc_client import LoopbackClient
+from streamer.live import StageFactory
+from streamer.pipeline import Pipeline
+from streamer.types import AudioChunk
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = "live: mic sample -> mouth visible on the receiver (p50/p95) and A/V sync"
+AUDIO_RATE = 48_000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bursts", type=int, default=12, help="speech onsets to time")
+    parser.add_argument("--jitter-ms", type=int, help="server ingest jitter allowance")
+    parser.add_argument("--avatar", type=Path, metavar="IMG")
+    parser.add_argument("--checkpoints", type=Path, metavar="DIR")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from streamer.commands._options import config_from_args
+    from streamer.live import live_stage_factory
+
+    config = config_from_args(args, {"server.jitter_ms": getattr(args, "jitter_ms", None)})
+    stages = live_stage_factory(config, args.avatar, args.checkpoints)
+    argv = _serve_flags(args)
+    speech = onset_speech(bursts=args.bursts, seed=getattr(args, "seed", None) or 0)
+    return asyncio.run(bench_latency(stages, speech, argv))
+
+
+def _serve_flags(args: argparse.Namespace) -> list[str]:
+    flags: list[str] = []
+    for name in ("avatar", "checkpoints", "config"):
+        value = getattr(args, name, None)
+        if value is not None:
+            flags += [f"--{name}", str(value)]
+    for name in ("lookahead_ms", "seed"):
+        value = getattr(args, name, None)
+        if value is not None:
+            flags += [f"--{name.replace('_', '-')}", str(value)]
+    return flags
+
+
+async def bench_latency(
+    stages: StageFactory,
+    speech: OnsetSpeech,
+    serve_argv: Sequence[str] = (),
+    url: str | None = None,
+) -> dict[str, Any]:
+    """Run the measurement against ``url`` (or a fresh ``msadtalker serve`` child)."""
+    probe = MouthProbe.from_render_stage(list(stages())[-1])
+    threshold = open_threshold(stages, speech, probe)
+    if url is not None:
+        return await measure(url, speech, probe, threshold)
+    async with ServerProcess(list(serve_argv)) as server:
+        return await measure(server.url, speech, probe, threshold)
+
+
+def open_threshold(stages: StageFactory, speech: OnsetSpeech, probe: MouthProbe) -> float:
+    """30 % of the median peak opening of the bursts, in the offline render of ``speech``."""
+    pipeline: Pipeline[Any] = Pipeline(list(stages()))
+    chunks = (
+        AudioChunk(speech.samples[i : i + 4000], i) for i in range(0, len(speech.samples), 4000)
+    )
+    openness = np.array([probe.openness(frame.image) for frame in pipeline.run(chunks)])
+    spf = SAMPLE_RATE // FPS
+    peaks = [
+        float(openness[s // spf : e // spf + 1].max())
+        for s, e in zip(speech.onsets, speech.ends, strict=True)
+    ]
+    return max(0.05, 0.3 * float(np.median(peaks)))
+
+
+async def measure(
+    url: str,
+    speech: OnsetSpeech,
+    probe: MouthProbe,
+    threshold: float,
+) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http:
+        client = LoopbackClient(url, speech.samples, on_video=probe.openness)
+        await client.connect(http)
+        try:
+            await asyncio.sleep(speech.duration_s + 0.5)
+            stats = await session_stats(http, url, client.session_id)
+        finally:
+            await client.aclose()
+    mic = client.mic
+    assert mic is not None
+    arrivals = np.array([f.arrival for f in client.video])
+    opened = np.array([float(f.value) for f in client.video])
+    sync = _av_sync_ms(client)
+
+    per_onset: list[dict[str, Any]] = []
+    for onset in speech.onsets:
+        captured = mic.capture_time(onset)
+        after = np.nonzero((arrivals >= captured) & (opened > threshold))[0]
+        before = np.nonzero(arrivals < captured)[0]
+        entry: dict[str, Any] = {"onset_s": round(onset / SAMPLE_RATE, 4)}
+        if not len(after) or (len(before) and opened[before[-1]] > threshold):
+            entry["valid"] = False
+            per_onset.append(entry)
+            continue
+        shown = float(arrivals[after[0]])
+        entry["latency_ms"] = round((shown - captured) * 1000.0, 2)
+        entry["valid"] = True
+        per_onset.append(entry)
+
+    latencies = [e["latency_ms"] for e in per_onset if "latency_ms" in e]
+    session = stats.get("session", {})
+    return {
+        "latency_ms": _summary(latencies),
+        "av_sync_ms": {
+            **_summary(sync),
+            "p95_abs": round(float(np.percentile(np.abs(sync), 95)), 2) if sync else None,
+        },
+        "onsets": len(speech.onsets),
+        "measured": len(latencies),
+        "threshold": round(threshold, 3),
+        "designed_ms": session.get("latency_ms_designed"),
+        "server_step_ms_p50": session.get("step_ms_p50"),
+        "server_dropped_frames": session.get("dropped_frames"),
+        "frames_received": len(client.video),
+        "per_onset": per_onset,
+    }
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "p50": round(float(np.percentile(values, 50)), 2),
+        "p95": round(float(np.percentile(values, 95)), 2),
+        "mean": round(float(np.mean(values)), 2),
+        "max": round(float(np.max(values)), 2),
+    }
+
+
+def _av_sync_ms(client: LoopbackClient) -> list[float]:
+    """Per received frame: picture arrival - start of its sound at the earliest audio
+    playout schedule (module docstring)."""
+    packets = client.received_audio
+    if not packets or not client.video:
+        return []
+    # The schedule must not play a packet before it arrived; like a receiver's jitter buffer,
+    # it lets the latest 5 % of packets be concealed rather than delay everything for them.
+    base = float(np.percentile([p.arrival - p.pts / AUDIO_RATE for p in packets], 95))
+    per_frame = AUDIO_RATE // FPS  # 1920 samples of audio per video frame
+    last_audio = max(p.pts for p in packets) // per_frame
+    out = []
+    for frame in client.video:
+        index = frame.pts // 3600
+        if index <= last_audio:
+            out.append((frame.arrival - (base + index * per_frame / AUDIO_RATE)) * 1000.0)
+    return out

@@ -1,0 +1,518 @@
+"""LiveSession: the one pipeline, driven in real time from a live audio source.
+
+A session owns a ``Pipeline`` built from the same stages as offline render (motion stages +
+the render stage), a ``JitterBuffer`` that mic audio is written into, a single-thread executor
+in which every ``pipeline.push`` runs (the event loop never waits on rendering), and a tick
+loop paced by an injected ``Clock``:
+
+    frame k is made as soon as its 640 samples are in the jitter buffer, and at its deadline
+    t0 + (k + 1) / 25 + jitter at the latest (audio is placed at its arrival time, so a frame
+    is never complete before t0 + (k + 1) / 25: the pace stays 25 fps):
+        take frame k's samples from the jitter buffer (zeros where the mic did not deliver
+        in time: a stalled mic or lost packets make the avatar idle, video goes on)
+        push them through the pipeline (in the executor), write the outputs to the sinks
+        publish the outputs to every subscriber
+
+With a ``VirtualClock`` and a source that delivers everything in time no zeros are inserted and
+the frames equal offline render's frame for frame.
+
+Output fan-out: each subscriber (a video track, an audio track, a viewer's tracks) has its own
+bounded queue; sinks (trace recorders) are written synchronously in the executor and get every
+frame.
+
+Drop policy (every drop is counted in ``SessionStats``):
+
+* Subscriber queue full: its oldest frame is dropped (``subscriber_drops``). A slow or dead
+  subscriber never holds up the session or the other subscribers.
+* Behind real time: when a tick starts more than ``behind_frames`` frames late, that frame is
+  not rendered; motion still advances (every stage sees every frame, so state stays continuous)
+  and the last image is repeated (``renders_skipped``). Skipped frames cost next to nothing, so
+  the session catches up within a few ticks.
+* Audio that arrives after its frame was made is discarded (``JitterStats.samples_late``).
+
+Barge-in (``interrupt``): buffered audio is cleared, queued output frames are purged, and the
+next tick resets the pipeline (stages drop buffered input and return to rest), so the next
+frame published is at rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from msadtalker.timing import FPS, SAMPLES_PER_FRAME
+from streamer.clock import Clock
+from streamer.config import ServerConfig
+from streamer.ingest import JitterBuffer
+from streamer.pipeline import Pipeline
+from streamer.stage import Stage
+from streamer.types import AudioChunk, MotionFrame, VideoFrame
+
+log = logging.getLogger(__name__)
+
+FRAME_S = 1.0 / FPS
+
+
+class FrameSink(Protocol):
+    """Gets every frame, in order, in the session's executor thread."""
+
+    def write(self, frame: Any) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class RenderGate:
+    """Wraps the render stage so that the session can skip rendering a frame.
+
+    When ``skip`` is set and an image has been rendered before, ``push`` returns the frame's
+    motion with the last image instead of rendering (the drop policy's "repeat the last
+    image"). Otherwise it is the wrapped stage, unchanged. Delay: the wrapped stage's.
+    """
+
+    def __init__(self, inner: Stage[MotionFrame, VideoFrame]) -> None:
+        self._inner = inner
+        self._last: np.ndarray | None = None
+        self.skip = False
+        self.skipped = 0
+
+    @property
+    def inner(self) -> Stage[MotionFrame, VideoFrame]:
+        return self._inner
+
+    @property
+    def delay_frames(self) -> int:
+        return self._inner.delay_frames
+
+    def push(self, item: MotionFrame) -> list[VideoFrame]:
+        if self.skip and self._last is not None and self._inner.delay_frames == 0:
+            self.skipped += 1
+            return [VideoFrame(motion=item, image=self._last)]
+        return self._remember(self._inner.push(item))
+
+    def flush(self) -> list[VideoFrame]:
+        return self._remember(self._inner.flush())
+
+    def reset(self) -> None:
+        self._inner.reset()
+
+    def _remember(self, frames: list[VideoFrame]) -> list[VideoFrame]:
+        if frames:
+            self._last = frames[-1].image
+        return frames
+
+
+class Subscription:
+    """One consumer's bounded view of a session's output (drop-oldest when full).
+
+    ``get()`` returns the next frame, or ``None`` once the session has ended (or the
+    subscription was closed) and everything queued was taken.
+    """
+
+    def __init__(self, fanout: FanOut, maxsize: int, name: str) -> None:
+        self._fanout = fanout
+        self._items: deque[VideoFrame] = deque()
+        self._maxsize = maxsize
+        self._waiter: asyncio.Future[None] | None = None
+        self._ended = False
+        self.name = name
+        self.dropped = 0
+        self.delivered = 0
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def get(self) -> VideoFrame | None:
+        while not self._items:
+            if self._ended:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self.delivered += 1
+        return self._items.popleft()
+
+    def close(self) -> None:
+        self._fanout.remove(self)
+        self._end()
+
+    def _offer(self, frame: VideoFrame) -> None:
+        if self._ended:
+            return
+        if len(self._items) >= self._maxsize:
+            self._items.popleft()
+            self.dropped += 1
+        self._items.append(frame)
+        self._wake()
+
+    def _purge(self) -> int:
+        n = len(self._items)
+        self._items.clear()
+        return n
+
+    def _end(self) -> None:
+        self._ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+class FanOut:
+    """Publishes each output frame to every subscription; keeps the drop count of leavers."""
+
+    def __init__(self, default_size: int) -> None:
+        self._subs: list[Subscription] = []
+        self._default_size = default_size
+        self._ended = False
+        self.dropped_by_leavers = 0
+        self.worst_leaver = 0
+
+    def subscribe(self, name: str, maxsize: int | None = None) -> Subscription:
+        sub = Subscription(self, maxsize or self._default_size, name)
+        if self._ended:
+            sub._end()
+        else:
+            self._subs.append(sub)
+        return sub
+
+    def remove(self, sub: Subscription) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
+            self.dropped_by_leavers += sub.dropped
+            self.worst_leaver = max(self.worst_leaver, sub.dropped)
+
+    def publish(self, frame: VideoFrame) -> None:
+        for sub in self._subs:
+            sub._offer(frame)
+
+    def purge(self) -> int:
+        return sum(sub._purge() for sub in self._subs)
+
+    def end(self) -> None:
+        self._ended = True
+        for sub in list(self._subs):
+            sub._end()
+
+    @property
+    def subscribers(self) -> tuple[Subscription, ...]:
+        return tuple(self._subs)
+
+    @property
+    def dropped(self) -> int:
+        """Frames dropped over all subscriptions (one frame may count once per subscriber)."""
+        return self.dropped_by_leavers + sum(sub.dropped for sub in self._subs)
+
+    @property
+    def worst_dropped(self) -> int:
+        """Frames the worst-served subscriber lost."""
+        return max([self.worst_leaver, *(sub.dropped for sub in self._subs)])
+
+
+@dataclass
+class SessionStats:
+    ticks: int = 0  # frames pushed into the pipeline (one per tick)
+    frames_out: int = 0  # frames published
+    renders_skipped: int = 0  # drop policy: rendered with the last image (behind real time)
+    late_ticks: int = 0  # ticks that started after their deadline
+    max_lag_ms: float = 0.0
+    step_ms_last: float = 0.0  # wall time of the last pipeline step (push + sinks)
+    step_ms_max: float = 0.0
+    interrupts: int = 0
+    purged_on_interrupt: int = 0
+    silent: bool = True
+    silence_weight: float = 0.0
+    mouth_open: float = 0.0
+    last_index: int = -1
+    step_ms_recent: deque[float] = field(default_factory=lambda: deque(maxlen=250))
+
+
+class LiveSession:
+    """Real-time driver of one pipeline (see the module docstring).
+
+    ``stages``: the motion stages followed by the render stage (the render stage is wrapped in
+    a ``RenderGate``); a stage list without a renderer (MotionFrame output) works too, then no
+    frame is ever skipped. ``clock``: the pacer (``RealtimeClock`` live, ``VirtualClock`` in
+    tests). ``sinks``: written with every output frame in order, closed when the session ends.
+    """
+
+    def __init__(
+        self,
+        stages: Sequence[Stage[Any, Any]],
+        clock: Clock,
+        config: ServerConfig | None = None,
+        *,
+        session_id: str | None = None,
+        sinks: Sequence[FrameSink] = (),
+        renders: bool = True,
+    ) -> None:
+        self.config = config or ServerConfig()
+        self.id = session_id or uuid.uuid4().hex[:12]
+        stage_list = list(stages)
+        self._gate: RenderGate | None = None
+        if renders:
+            self._gate = RenderGate(stage_list[-1])
+            stage_list[-1] = self._gate
+        self.pipeline: Pipeline[Any] = Pipeline(stage_list)
+        self._clock = clock
+        self._jitter_s = self.config.jitter_ms / 1000.0
+        self.ingest = JitterBuffer(capacity_s=max(2.0, 4 * self._jitter_s))
+        self._sinks = list(sinks)
+        self._fanout = FanOut(self.config.queue_frames)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"session-{self.id}")
+        self.stats = SessionStats()
+        self._t0 = 0.0
+        self._pushed = 0
+        self._reset_pending = False
+        self._input_ended = False
+        self._task: asyncio.Task[None] | None = None
+        self._audio_waiter: tuple[int, asyncio.Future[None]] | None = None
+        self._tick_event = asyncio.Event()
+        self.finished = asyncio.Event()
+        self._closed = False
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def delay_frames(self) -> int:
+        return self.pipeline.delay_frames
+
+    @property
+    def latency_s(self) -> float:
+        """Mic sample to frame out by construction, at worst: the wait for the rest of the
+        sample's frame (up to one frame) + the pipeline's lookahead. The jitter allowance adds
+        to it only while mic audio arrives late."""
+        return FRAME_S + self.delay_frames * FRAME_S
+
+    @property
+    def fanout(self) -> FanOut:
+        return self._fanout
+
+    @property
+    def started(self) -> bool:
+        return self._task is not None or self._closed
+
+    def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("session already started")
+        self._t0 = self._clock.now()
+        self._task = asyncio.create_task(self._run(), name=f"session-{self.id}")
+
+    def now(self) -> float:
+        """Session time in seconds (0 at ``start``)."""
+        return self._clock.now() - self._t0
+
+    def feed(self, samples: np.ndarray, discontinuity: bool = False) -> None:
+        """Mic audio: contiguous 16 kHz mono float32, arriving now (ignored before ``start``:
+        the time line begins there)."""
+        if self._input_ended or self._closed or self._task is None:
+            return
+        self.ingest.write(samples, self.now(), discontinuity)
+        self._wake_if_ready()
+
+    def end_input(self) -> None:
+        """No more audio: the session plays what it has, flushes the pipeline and ends."""
+        self._input_ended = True
+        self._wake_if_ready()
+
+    def interrupt(self) -> int:
+        """Barge-in; returns the index of the first frame pushed after the reset."""
+        self.ingest.clear()
+        purged = self._fanout.purge()
+        self.stats.purged_on_interrupt += purged
+        self.stats.interrupts += 1
+        self._reset_pending = True
+        return self.stats.ticks
+
+    def subscribe(self, name: str, maxsize: int | None = None) -> Subscription:
+        return self._fanout.subscribe(name, maxsize)
+
+    async def wait_ticks(self, count: int) -> None:
+        """Until ``count`` ticks are done (or the session ended); for tests and tools."""
+        while self.stats.ticks < count and not self.finished.is_set():
+            self._tick_event.clear()
+            await self._tick_event.wait()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """End the input, let the pipeline flush into the sinks, then close. True if flushed."""
+        self.end_input()
+        flushed = True
+        if self._task is not None and not self.finished.is_set():
+            try:
+                await asyncio.wait_for(self.finished.wait(), timeout_s)
+            except TimeoutError:
+                flushed = False
+                log.warning("session %s did not flush within %.1f s", self.id, timeout_s)
+        await self.aclose()
+        return flushed
+
+    async def aclose(self) -> None:
+        """Stop ticking, end every subscription, close the sinks, release the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self._fanout.end()
+        self.finished.set()
+        loop = asyncio.get_running_loop()
+        # A step may still be running in the thread: wait for it before closing the sinks.
+        await loop.run_in_executor(None, self._executor.shutdown, True)
+        for sink in self._sinks:
+            try:
+                sink.close()
+            except Exception:
+                log.exception("session %s: closing sink %r failed", self.id, sink)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Live figures as plain JSON-able values."""
+        stats = asdict(self.stats)
+        recent = np.asarray(self.stats.step_ms_recent, dtype=np.float64)
+        stats.pop("step_ms_recent")
+        for name, q in (("step_ms_p50", 50), ("step_ms_p95", 95)):
+            stats[name] = round(float(np.percentile(recent, q)), 3) if len(recent) else 0.0
+        stats["subscriber_drops"] = self._fanout.dropped
+        stats["subscribers"] = len(self._fanout.subscribers)
+        stats["ingest"] = asdict(self.ingest.stats)
+        stats["pipeline_delay_frames"] = self.delay_frames
+        stats["latency_ms_designed"] = round(self.latency_s * 1000.0, 1)
+        elapsed = self.now() if self._task is not None else 0.0
+        stats["fps"] = round(self.stats.frames_out / elapsed, 2) if elapsed > 0 else 0.0
+        stats["uptime_s"] = round(elapsed, 3)
+        # Frames some receiver did not get as rendered: skipped renders + the worst-served
+        # subscriber's queue drops.
+        stats["dropped_frames"] = self.stats.renders_skipped + self._fanout.worst_dropped
+        return stats
+
+    # ------------------------------------------------------------------ tick loop
+
+    def due_time(self, index: int) -> float:
+        """Clock time at which frame ``index`` is made."""
+        return self._t0 + (index + 1) * FRAME_S + self._jitter_s
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        index = 0
+        try:
+            while True:
+                due = self.due_time(index)
+                await self._wait_for_frame(index, due)
+                lag = self._clock.now() - due
+                if lag > 1e-9:
+                    self.stats.late_ticks += 1
+                    self.stats.max_lag_ms = max(self.stats.max_lag_ms, lag * 1000.0)
+                skip = lag > self.config.behind_frames * FRAME_S
+                final = False
+                end = self.ingest.end_position
+                if self._input_ended and (end is None or end <= (index + 1) * SAMPLES_PER_FRAME):
+                    samples = self.ingest.read_tail()
+                    final = True
+                else:
+                    samples = self.ingest.read(index)
+                reset, self._reset_pending = self._reset_pending, False
+                frames = await loop.run_in_executor(
+                    self._executor, self._step, samples, skip, reset, final
+                )
+                self._publish(frames)
+                index += 1
+                self.stats.ticks = index
+                self._tick_event.set()
+                if final:
+                    break
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("session %s: pipeline failed; ending the session", self.id)
+        finally:
+            self._fanout.end()
+            self.finished.set()
+            self._tick_event.set()
+
+    def frame_ready(self, index: int) -> bool:
+        """All of frame ``index``'s audio is here (or no more is coming)."""
+        end = self.ingest.end_position
+        return self._input_ended or (end is not None and end >= (index + 1) * SAMPLES_PER_FRAME)
+
+    async def _wait_for_frame(self, index: int, due: float) -> None:
+        """Until frame ``index``'s audio is complete, or its deadline ``due`` at the latest.
+
+        Audio is placed on the time line at its arrival time, so it cannot complete a frame
+        before the frame's nominal time (``due - jitter``): making the frame as soon as its
+        audio is here keeps 25 fps and spends the jitter allowance only when audio is late.
+        """
+        # 1 us of slack: the mic's own clock arithmetic may round the other way.
+        earliest = self._t0 + (index + 1) * FRAME_S - 1e-6
+        if self._clock.now() < earliest:
+            # Never ahead of real time, whatever the input claims.
+            await self._clock.sleep_until(earliest)
+        if self.frame_ready(index) or self._clock.now() >= due:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._audio_waiter = (index, waiter)
+        sleeper = asyncio.ensure_future(self._clock.sleep_until(due))
+        try:
+            await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._audio_waiter = None
+            sleeper.cancel()
+            waiter.cancel()
+            await asyncio.gather(sleeper, return_exceptions=True)
+
+    def _wake_if_ready(self) -> None:
+        if self._audio_waiter is not None:
+            index, waiter = self._audio_waiter
+            if not waiter.done() and self.frame_ready(index):
+                waiter.set_result(None)
+
+    def _step(self, samples: np.ndarray, skip: bool, reset: bool, final: bool) -> list[VideoFrame]:
+        """One frame through the pipeline; runs in the session's thread."""
+        started = time.perf_counter()
+        if reset:
+            self.pipeline.reset()
+        if self._gate is not None:
+            self._gate.skip = skip
+        out: list[Any] = []
+        if len(samples):
+            out = self.pipeline.push(AudioChunk(samples=samples, start=self._pushed))
+            self._pushed += len(samples)
+        if final:
+            if self._gate is not None:
+                self._gate.skip = False
+            out.extend(self.pipeline.flush())
+        for sink in self._sinks:
+            for frame in out:
+                sink.write(frame)
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        if self._gate is not None:
+            self.stats.renders_skipped = self._gate.skipped
+        self.stats.step_ms_last = elapsed_ms
+        self.stats.step_ms_max = max(self.stats.step_ms_max, elapsed_ms)
+        self.stats.step_ms_recent.append(elapsed_ms)
+        return out
+
+    def _publish(self, frames: list[Any]) -> None:
+        for frame in frames:
+            motion = frame.motion if isinstance(frame, VideoFrame) else frame
+            self.stats.silent = bool(motion.silence.silent)
+            self.stats.silence_weight = float(motion.silence.weight)
+            self.stats.mouth_open = float(motion.mouth_open)
+            self.stats.last_index = int(motion.index)
+            self.stats.frames_out += 1
+            self._fanout.publish(frame)

@@ -1,0 +1,107 @@
+"""The kiosk with a virtual microphone: a PulseAudio null sink fed from a WAV, recorded from
+its monitor through sounddevice (ALSA ``pulse`` device), watched through the loopback room."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import soundfile as sf
+from live_fakes import mouth_probe, speech_like, stages_under_test
+
+from msadtalker.timing import SAMPLE_RATE
+from streamer.commands.kiosk import KIOSK_ROOM, run_kiosk
+from streamer.config import Config, ServerConfig
+from streamer.io.webrtc_client import LoopbackClient
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (shutil.which("pulseaudio") and shutil.which("pactl") and shutil.which("paplay")),
+        reason="PulseAudio is not installed",
+    ),
+]
+
+
+@pytest.fixture
+def virtual_mic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A private PulseAudio daemon whose default source is a null sink's monitor.
+
+    PortAudio lists devices once, when sounddevice is imported: that must happen after the
+    daemon is up (nothing in this module imports it earlier)."""
+    runtime = tmp_path / "pulse"
+    runtime.mkdir()
+    env = {
+        "PULSE_RUNTIME_PATH": str(runtime),
+        "XDG_RUNTIME_DIR": str(runtime),
+        "HOME": str(tmp_path),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PULSE_SERVER", f"unix:{runtime}/native")
+    daemon = subprocess.run(
+        [
+            "pulseaudio",
+            "--daemonize=yes",
+            "--exit-idle-time=-1",
+            "--disable-shm=yes",
+            "-n",
+            "--load=module-native-protocol-unix",
+            "--load=module-null-sink sink_name=vmic",
+            f"--log-target=file:{tmp_path / 'pulse.log'}",
+        ],
+        capture_output=True,
+        check=False,
+    )
+    if daemon.returncode != 0:
+        pytest.skip(f"cannot start PulseAudio: {daemon.stderr.decode()[-200:]}")
+    try:
+        subprocess.run(["pactl", "set-default-source", "vmic.monitor"], check=True)
+        pytest.importorskip("sounddevice")
+        yield "vmic"
+    finally:
+        subprocess.run(["pulseaudio", "--kill"], check=False)
+
+
+async def test_kiosk_animates_the_avatar_from_a_virtual_microphone(
+    virtual_mic: str, tmp_path: Path
+) -> None:
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, speech_like([(0.8, 2.3)], 3.5), SAMPLE_RATE, subtype="PCM_16")
+    config = Config(server=ServerConfig(port=0, jitter_ms=40))
+    stop = asyncio.Event()
+    urls: list[str] = []
+    stages = stages_under_test(config)
+    probe = mouth_probe(stages)
+    kiosk = asyncio.create_task(run_kiosk(config, stages, "pulse", announce=urls.append, stop=stop))
+    try:
+        for _ in range(200):
+            if urls or kiosk.done():
+                break
+            await asyncio.sleep(0.05)
+        assert urls, "the kiosk did not start"
+        async with aiohttp.ClientSession() as http:
+            viewer = LoopbackClient(
+                urls[0], role="viewer", room=KIOSK_ROOM, on_video=probe.openness
+            )
+            await viewer.connect(http)
+            player = await asyncio.create_subprocess_exec(
+                "paplay", f"--device={virtual_mic}", str(wav)
+            )
+            await asyncio.wait_for(player.wait(), 20)
+            await asyncio.sleep(1.0)
+            async with http.get(f"{urls[0]}/sessions/{KIOSK_ROOM}") as resp:
+                stats = (await resp.json())["session"]
+            await viewer.aclose()
+        values = [f.value for f in viewer.video]
+        assert len(values) >= 60
+        assert min(values) < 0.15 and max(values) > 0.4, values
+        assert stats["ingest"]["samples_in"] > 3 * SAMPLE_RATE  # the mic delivered audio
+    finally:
+        stop.set()
+        await asyncio.wait_for(kiosk, 20)

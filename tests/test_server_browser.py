@@ -1,0 +1,148 @@
+"""The publisher and viewer pages in a real browser (Debian chromium, headless, playwright).
+
+Chromium's fake capture device plays a WAV as the microphone; everything runs on loopback
+(the server offers only 127.0.0.1 ICE candidates and the test checks the pair in use). It
+passes as it is and inside a network namespace with only ``lo``, e.g.
+``unshare -rn sh -c 'ip link set lo up && python -m pytest -m browser'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import soundfile as sf
+from aiohttp.test_utils import TestServer
+from aioice.ice import get_host_addresses
+from live_fakes import mouth_probe, speech_like, stages_under_test
+
+from msadtalker.timing import SAMPLE_RATE
+from streamer.config import Config, ServerConfig
+from streamer.server import STATE, make_app
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed"),
+]
+playwright_api = pytest.importorskip("playwright.async_api")
+
+
+def _chromium_args(wav: Path) -> list[str]:
+    return [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+        "--autoplay-policy=no-user-gesture-required",
+        # Chromium leaves the loopback interface out of WebRTC unless told; with it the test
+        # also runs inside a network namespace that has only ``lo``.
+        "--allow-loopback-in-peer-connection",
+    ]
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[TestServer]:
+    config = Config(server=ServerConfig(jitter_ms=20))
+    app = make_app(config, stages_under_test(config))
+    srv = TestServer(app, host="127.0.0.1")
+    await srv.start_server()
+    yield srv
+    await srv.close()
+
+
+async def _openness(page: object, probe: Any) -> float | None:
+    data = await page.evaluate("window.msadtalker.grab()")  # type: ignore[attr-defined]
+    if not data:
+        return None
+    png = np.frombuffer(base64.b64decode(data.split(",", 1)[1]), np.uint8)
+    rgb = cv2.imdecode(png, cv2.IMREAD_COLOR)[..., ::-1]
+    return probe.openness(rgb)
+
+
+async def test_publisher_page_streams_the_avatar_with_a_moving_mouth(
+    server: TestServer, tmp_path: Path
+) -> None:
+    wav = tmp_path / "speech.wav"
+    # Chromium loops the file: 1 s of silence, 1.5 s of speech, repeat.
+    sf.write(wav, speech_like([(1.0, 2.5)], 2.5), SAMPLE_RATE, subtype="PCM_16")
+    probe = mouth_probe(server.app[STATE].stage_factory)  # type: ignore[index]
+    url = str(server.make_url("")).rstrip("/")
+    state = server.app[STATE]  # type: ignore[index]
+
+    async with playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=_chromium_args(wav))
+        try:
+            page = await browser.new_page()
+            await page.goto(f"{url}/")
+            await page.click("#start")
+            await page.wait_for_function(
+                "window.msadtalker.status === 'live' || window.msadtalker.error",
+                timeout=20000,
+            )
+            assert await page.evaluate("window.msadtalker.error") is None
+            samples = []
+            for _ in range(60):  # ~5 s: two speech bursts
+                value = await _openness(page, probe)
+                if value is not None:
+                    samples.append(value)
+                await asyncio.sleep(0.08)
+            presented = await page.evaluate("window.msadtalker.framesPresented")
+            session_id = await page.evaluate("window.msadtalker.sessionId")
+            # Frames arrive and the mouth both rests and opens with the speech.
+            assert presented >= 50
+            assert len(samples) >= 40
+            assert min(samples) < 0.15 and max(samples) > 0.5, samples
+            # The page shows the live figures the server reports.
+            await page.wait_for_function("window.msadtalker.latencyMs !== null", timeout=5000)
+            figures = await page.inner_text(".figures")
+            assert "ms" in figures and ("silent" in figures or "speaking" in figures)
+            # Media went over loopback.
+            peer = state.peers[session_id]
+            ice = peer.pc.getTransceivers()[0].sender.transport.transport
+            pairs = list(ice.iceGatherer._connection._nominated.values())
+            assert pairs and all(p.local_candidate.host == "127.0.0.1" for p in pairs)
+            # The browser's end is an address of this machine too, so packets go through
+            # ``lo`` (inside a loopback-only namespace it is 127.0.0.1 itself).
+            own = {"127.0.0.1", *get_host_addresses(use_ipv4=True, use_ipv6=True)}
+            assert all(p.remote_candidate.host in own for p in pairs)
+            assert peer.session.ingest.stats.samples_in > SAMPLE_RATE  # the mic arrived
+
+            # A viewer in a second tab watches the same room.
+            room = await page.evaluate("window.msadtalker.room")
+            viewer = await browser.new_page()
+            await viewer.goto(f"{url}/viewer?room={room}")
+            await viewer.click("#start")
+            await viewer.wait_for_function("window.msadtalker.framesPresented > 25", timeout=20000)
+
+            # Barge-in from the page's button.
+            await page.click("#interrupt")
+            for _ in range(50):
+                if peer.session.stats.interrupts:
+                    break
+                await asyncio.sleep(0.05)
+            assert peer.session.stats.interrupts == 1
+
+            # Stop hangs up: the server forgets the session and the room's viewer.
+            await page.click("#stop")
+            for _ in range(100):
+                if not state.peers:
+                    break
+                await asyncio.sleep(0.05)
+            assert not state.peers and not len(state.rooms)
+        finally:
+            await browser.close()

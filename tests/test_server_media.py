@@ -1,0 +1,316 @@
+"""The live server end to end over loopback WebRTC, with aiortc as the client.
+
+A WAV is the client's microphone; the client records the avatar it gets back. The server
+records each session's motion trace, which says what every frame index should show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+import soundfile as sf
+from aiohttp.test_utils import TestServer
+from live_fakes import mouth_probe, speech_like, stages_under_test
+
+from msadtalker.timing import SAMPLE_RATE
+from streamer.config import Config, ServerConfig
+from streamer.io.trace import read_trace
+from streamer.io.webrtc_client import LoopbackClient
+from streamer.server import STATE, ServerState, make_app
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+VIDEO_TICKS = 3600
+
+
+@pytest.fixture
+def mic_wav(tmp_path: Path) -> Path:
+    """3 s: silence, one second of speech from 1.0 s, silence."""
+    path = tmp_path / "mic.wav"
+    sf.write(path, speech_like([(1.0, 2.0)], 3.0, rate=SAMPLE_RATE), SAMPLE_RATE, subtype="PCM_16")
+    return path
+
+
+class Server:
+    def __init__(self, server: TestServer, http: aiohttp.ClientSession, probe: Any) -> None:
+        self.server = server
+        self.http = http
+        self.url = str(server.make_url("")).rstrip("/")
+        self.openness = probe.openness
+
+    @property
+    def state(self) -> ServerState:
+        return self.server.app[STATE]  # type: ignore[index]
+
+    def client(self, audio: np.ndarray | None = None, **kwargs: object) -> LoopbackClient:
+        return LoopbackClient(self.url, audio, on_video=self.openness, **kwargs)  # type: ignore[arg-type]
+
+    async def stats(self, session_id: str) -> dict:
+        async with self.http.get(f"{self.url}/sessions/{session_id}") as resp:
+            assert resp.status == 200
+            return await resp.json()
+
+    async def wait_until_empty(self, timeout_s: float = 10.0) -> None:
+        for _ in range(int(timeout_s / 0.05)):
+            if not self.state.peers and not len(self.state.rooms):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"peers left: {list(self.state.peers)}")
+
+
+@pytest.fixture
+async def live(tmp_path: Path) -> AsyncIterator[Server]:
+    server_config = ServerConfig(
+        jitter_ms=20, record_dir=str(tmp_path / "traces"), peer_timeout_s=1.5
+    )
+    config = Config(server=server_config)
+    stages = stages_under_test(config)
+    app = make_app(config, stages)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    async with aiohttp.ClientSession() as http:
+        yield Server(server, http, mouth_probe(stages))
+    await server.close()
+
+
+def _read_mic(path: Path) -> np.ndarray:
+    audio, rate = sf.read(path, dtype="float32")
+    assert rate == SAMPLE_RATE
+    return audio
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(start, length) of each run of True."""
+    runs, start = [], None
+    for i, v in enumerate(list(mask) + [False]):
+        if v and start is None:
+            start = i
+        elif not v and start is not None:
+            runs.append((start, i - start))
+            start = None
+    return runs
+
+
+async def test_wav_as_mic_gives_frames_and_mouth_motion_where_the_speech_is(
+    live: Server, mic_wav: Path, tmp_path: Path
+) -> None:
+    client = live.client(_read_mic(mic_wav))
+    await client.connect(live.http)
+    await asyncio.sleep(3.6)
+    sid = client.session_id
+    stats = await live.stats(sid)
+    async with live.http.delete(f"{live.url}/sessions/{sid}") as resp:
+        assert resp.status == 200
+    await asyncio.sleep(0.3)
+    await client.aclose()
+
+    trace = read_trace(tmp_path / "traces" / f"{sid}.csv")
+    received = {f.pts // VIDEO_TICKS: f.value for f in client.video}
+    indices = sorted(received)
+    # Every frame the server made arrived, in order, none lost or dropped on loopback.
+    assert indices == list(range(len(indices)))
+    assert len(trace) - 4 <= len(indices) <= len(trace)
+    assert stats["session"]["dropped_frames"] == 0
+    assert len(trace) >= 3.0 * 25  # the session ran for the whole clip (and some idling)
+    # The mouth opens for about as long as the speech (1 s = 25 frames, plus the silence
+    # weighting's ramps and the release of the mouth hold) and is closed before and after.
+    runs = _runs(trace["mouth_open"] > 0.2)
+    start, length = max(runs, key=lambda run: run[1])
+    end = runs[-1][0] + runs[-1][1]
+    assert 20 <= length <= 32 and start >= 20 and end - start <= 45, runs
+    assert trace["mouth_open"][: start - 3].max() < 0.1
+    assert trace["mouth_open"][end + 10 :].max() < 0.1
+    # What arrived shows what the server rendered: the mouth in the pixels follows the trace.
+    seen = np.array([received[i] for i in indices])
+    rendered = trace["mouth_open"][: len(indices)]
+    assert np.corrcoef(seen, rendered)[0, 1] > 0.9
+    # The returned audio is the speech (delayed): about one second of it is loud.
+    audio = np.concatenate([a.samples for a in client.received_audio])
+    envelope = np.sqrt(np.convolve(audio**2, np.ones(960) / 960, mode="same"))
+    loud_s = (envelope > 0.05).sum() / 48000
+    assert 0.7 <= loud_s <= 1.3
+    await live.wait_until_empty()
+
+
+async def test_viewers_watch_the_publishers_avatar(live: Server, mic_wav: Path) -> None:
+    publisher = live.client(_read_mic(mic_wav))
+    await publisher.connect(live.http)
+    room = publisher.answer["room"]
+    viewer = live.client(role="viewer", room=room)
+    await viewer.connect(live.http)
+    lazy = live.client(role="viewer", room=room, read_media=False)  # never reads its tracks
+    await lazy.connect(live.http)
+    await asyncio.sleep(3.0)
+    info = await live.stats(publisher.session_id)
+    assert info["viewers"] == 2
+    # A viewer cannot barge in on the publisher.
+    async with live.http.post(f"{live.url}/sessions/{viewer.session_id}/interrupt") as resp:
+        assert resp.status == 403
+    assert len(viewer.video) >= 50
+    assert max(f.value for f in viewer.video) > 0.25  # it saw the mouth open
+    # Same frames, same pictures: align by content (the viewer joined a little later).
+    pub = {f.pts // VIDEO_TICKS: f.value for f in publisher.video}
+    view = [f.value for f in viewer.video]
+    pub_seq = np.array([pub[i] for i in sorted(pub)])
+    best = min(
+        float(np.abs(pub_seq[k : k + len(view)] - view[: len(pub_seq) - k]).mean())
+        for k in range(0, 40)
+    )
+    assert best < 0.05
+    # The viewer that never reads slowed no one down.
+    assert info["session"]["renders_skipped"] == 0
+    pub_indices = sorted(pub)
+    assert pub_indices == list(range(len(pub_indices)))
+    # The publisher leaves: the room closes and its viewers are closed with it.
+    await publisher.aclose()
+    await live.wait_until_empty()
+    await viewer.aclose()
+    await lazy.aclose()
+
+
+async def test_lost_packets_and_a_stalled_mic_never_stall_the_video(live: Server) -> None:
+    """60 ms of packets lost at 1.0 s, then nothing at all from 1.6 s to 2.6 s: the video
+    keeps coming frame after frame and the avatar goes to rest through the stall."""
+    speech = speech_like([(0.3, 3.5)], 3.5)
+    client = live.client(speech, mic_gaps=((1.0, 1.06), (1.6, 2.6)))
+    await client.connect(live.http)
+    await asyncio.sleep(3.8)
+    info = await live.stats(client.session_id)
+    stats = info["session"]
+    await client.aclose()
+    indices = [f.pts // VIDEO_TICKS for f in client.video]
+    assert indices == list(range(len(indices)))  # no frame missing, none stuck
+    assert len(indices) >= 3.5 * 25 - 10
+    ingest = stats["ingest"]
+    assert ingest["samples_missing"] >= 0.9 * SAMPLE_RATE  # the stall became silence
+    assert stats["dropped_frames"] == 0, stats
+    trace = client.video
+    # During the stall the mouth closes; before and after it moves.
+    arrivals = np.array([f.arrival for f in trace])
+    values = np.array([f.value for f in trace])
+    assert client.mic is not None
+    t = client.mic.capture_time
+    stalled = values[
+        (arrivals > t(int(2.3 * SAMPLE_RATE))) & (arrivals < t(int(2.65 * SAMPLE_RATE)))
+    ]
+    speaking = values[
+        (arrivals > t(int(0.6 * SAMPLE_RATE))) & (arrivals < t(int(1.5 * SAMPLE_RATE)))
+    ]
+    # The mouth closes (the hold of the last syllable decays) and stays closed.
+    assert len(stalled) >= 6 and stalled[-1] < 0.12
+    assert np.all(np.diff(stalled) <= 0.02)
+    assert speaking.max() > 0.4
+    await live.wait_until_empty()
+
+
+async def test_interrupt_over_http_resets_the_session(live: Server) -> None:
+    speech = speech_like([(0.3, 4.0)], 4.0)
+    client = live.client(speech)
+    await client.connect(live.http)
+    await asyncio.sleep(1.5)
+    async with live.http.post(f"{live.url}/sessions/{client.session_id}/interrupt") as resp:
+        assert resp.status == 200
+        assert (await resp.json())["interrupted"] is True
+    await asyncio.sleep(0.2)
+    stats = (await live.stats(client.session_id))["session"]
+    assert stats["interrupts"] == 1
+    await client.aclose()
+    await live.wait_until_empty()
+
+
+async def test_a_vanished_client_is_cleaned_up_and_others_go_on(live: Server) -> None:
+    speech = speech_like([(0.3, 6.0)], 6.0)
+    stays = live.client(speech)
+    await stays.connect(live.http)
+    polite = live.client(speech)
+    await polite.connect(live.http)
+    ghost = live.client(speech)
+    await ghost.connect(live.http)
+    await asyncio.sleep(0.5)
+    # One hangs up without a word (DTLS close), one disappears: its packets just stop.
+    await polite.pc.close()
+    for transceiver in ghost.pc.getTransceivers():
+        connection = transceiver.sender.transport.transport.iceGatherer._connection
+        for protocol in connection._protocols:
+            protocol.transport.close()
+    before = len(stays.video)
+    for _ in range(100):
+        if len(live.state.peers) == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert set(live.state.peers) == {stays.session_id}
+    await asyncio.sleep(0.5)
+    assert len(stays.video) > before + 10  # still streaming
+    indices = sorted(f.pts // VIDEO_TICKS for f in stays.video)
+    assert indices == list(range(len(indices)))
+    await stays.aclose()
+    await ghost.aclose()
+    await live.wait_until_empty()
+
+
+async def test_a_storm_of_offers_leaves_a_live_session_alone(live: Server) -> None:
+    client = live.client(speech_like([(0.3, 5.0)], 5.0))
+    await client.connect(live.http)
+    await asyncio.sleep(0.5)
+    before = len(client.video)
+    bogus = {"type": "offer", "sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"}
+
+    async def offer() -> int:
+        async with live.http.post(f"{live.url}/offer", json=bogus) as resp:
+            await resp.read()
+            return resp.status
+
+    statuses = await asyncio.gather(*(offer() for _ in range(100)))
+    assert set(statuses) == {400}
+    await asyncio.sleep(1.0)
+    assert len(client.video) >= before + 20
+    assert set(live.state.peers) == {client.session_id}
+    await client.aclose()
+    await live.wait_until_empty()
+
+
+async def test_sigterm_drains_sessions_and_keeps_what_was_written(
+    tmp_path: Path, mic_wav: Path
+) -> None:
+    record = tmp_path / "rec"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(REPO / "tests" / "live_fakes.py"),
+        str(record),
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None
+        url = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
+        assert url.startswith("http://127.0.0.1:")
+        async with aiohttp.ClientSession() as http:
+            client = LoopbackClient(url, _read_mic(mic_wav), decode_video=False)
+            await client.connect(http)
+            await asyncio.sleep(1.5)
+            proc.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(proc.wait(), 20)
+            await client.aclose()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert code == 0
+    (trace_path,) = record.glob("*.csv")
+    trace = read_trace(trace_path)
+    assert list(trace["frame"]) == list(range(len(trace)))
+    # Everything sent was recorded, plus the frames still in the pipeline at the drain.
+    sent = max(f.pts // VIDEO_TICKS for f in client.video) + 1
+    assert len(trace) >= sent
+    assert not list(record.glob(".*tmp"))

@@ -1,0 +1,248 @@
+"""Signalling and bad input: every refusal is a clear 4xx with a JSON body, nothing leaks."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from live_fakes import stages_under_test
+
+from streamer.config import Config, ServerConfig
+from streamer.io.webrtc import make_peer_connection, use_loopback_candidates
+from streamer.server import STATE, drain, make_app
+
+
+def _config(**server: object) -> Config:
+    base = {"jitter_ms": 20, "connect_timeout_s": 1.0, "max_sessions": 16}
+    base.update(server)
+    return Config(server=ServerConfig(**base))  # type: ignore[arg-type]
+
+
+async def _client(config: Config) -> TestClient:
+    app = make_app(config, stages_under_test(config))
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    return client
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[TestClient]:
+    c = await _client(_config())
+    yield c
+    await c.close()
+
+
+async def _offer_sdp(audio: str | None = "sendrecv", video: str | None = "recvonly") -> str:
+    pc = make_peer_connection()
+    if audio:
+        pc.addTransceiver("audio", direction=audio)
+    if video:
+        pc.addTransceiver("video", direction=video)
+    use_loopback_candidates(pc, "only")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp
+
+
+@pytest.fixture(scope="module")
+def offer_sdp() -> str:
+    return asyncio.run(_offer_sdp())
+
+
+async def _expect_error(resp: object, status: int, pattern: str) -> dict:
+    assert resp.status == status, await resp.text()  # type: ignore[attr-defined]
+    assert resp.content_type == "application/json"  # type: ignore[attr-defined]
+    body = await resp.json()  # type: ignore[attr-defined]
+    assert body["status"] == status
+    assert re.search(pattern, body["error"], re.IGNORECASE), body
+    return body
+
+
+async def test_healthz_answers_while_sessions_are_accepted(client: TestClient) -> None:
+    resp = await client.get("/healthz")
+    assert resp.status == 200
+    assert (await resp.json())["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "pattern"),
+    [
+        (b"not json at all", 400, "not JSON"),
+        (b"\xff\xfe\x00", 400, "not JSON"),
+        (b"[1, 2, 3]", 400, "JSON object"),
+        (b'{"sdp": "v=0", "type": "answer"}', 400, '"type"'),
+        (b'{"type": "offer"}', 400, '"sdp"'),
+        (b'{"type": "offer", "sdp": 42}', 400, '"sdp"'),
+        (b'{"type": "offer", "sdp": "hello"}', 400, "malformed SDP"),
+        (b'{"type": "offer", "sdp": "v=0\\r\\nm=audio\\r\\n"}', 400, "malformed SDP"),
+        (b'{"type": "offer", "sdp": "v=0\\r\\no=- 1 1 IN IP4 0.0.0.0\\r\\n"}', 400, "no media"),
+        (b'{"type": "offer", "sdp": "v=0", "role": "boss"}', 400, '"role"'),
+        (b'{"type": "offer", "sdp": "v=0", "role": "viewer"}', 400, "room"),
+    ],
+)
+async def test_bad_offer_bodies_get_a_400(
+    client: TestClient, body: bytes, status: int, pattern: str
+) -> None:
+    resp = await client.post("/offer", data=body, headers={"Content-Type": "application/json"})
+    await _expect_error(resp, status, pattern)
+
+
+async def test_huge_bodies_and_sdp_are_refused_unread(client: TestClient, offer_sdp: str) -> None:
+    limit = ServerConfig().max_sdp_bytes
+    resp = await client.post("/offer", data=b"x" * (3 * limit))
+    await _expect_error(resp, 413, "too large")
+    padded = offer_sdp + "a=x-padding:" + "y" * limit + "\r\n"
+    resp = await client.post("/offer", json={"type": "offer", "sdp": padded})
+    await _expect_error(resp, 413, "larger than")
+
+
+async def test_offers_without_a_microphone_are_refused(client: TestClient) -> None:
+    no_audio = await _offer_sdp(audio=None)
+    resp = await client.post("/offer", json={"type": "offer", "sdp": no_audio})
+    await _expect_error(resp, 400, "no microphone")
+    listen_only = await _offer_sdp(audio="recvonly")
+    resp = await client.post("/offer", json={"type": "offer", "sdp": listen_only})
+    await _expect_error(resp, 400, "no microphone")
+    no_video = await _offer_sdp(video=None)
+    resp = await client.post("/offer", json={"type": "offer", "sdp": no_video})
+    await _expect_error(resp, 400, "video")
+
+
+async def test_unsupported_codecs_are_refused(client: TestClient, offer_sdp: str) -> None:
+    # Offer only iSAC on the audio line: aiortc cannot decode it.
+    out = []
+    in_audio = False
+    for line in offer_sdp.split("\r\n"):
+        if line.startswith("m="):
+            in_audio = line.startswith("m=audio")
+            if in_audio:
+                line = " ".join([*line.split()[:3], "103"])
+                out.append(line)
+                out.append("a=rtpmap:103 ISAC/16000")
+                continue
+        elif in_audio and line.startswith(("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:")):
+            continue
+        out.append(line)
+    resp = await client.post("/offer", json={"type": "offer", "sdp": "\r\n".join(out)})
+    await _expect_error(resp, 400, "no supported audio codec")
+    state = client.app[STATE]  # type: ignore[index]
+    assert not state.peers and not len(state.rooms) and state.negotiating == 0
+
+
+async def test_unknown_sessions_and_rooms_are_404(client: TestClient, offer_sdp: str) -> None:
+    await _expect_error(await client.get("/sessions/nope"), 404, "no session")
+    await _expect_error(await client.post("/sessions/nope/interrupt"), 404, "no session")
+    await _expect_error(await client.delete("/sessions/nope"), 404, "no session")
+    resp = await client.post(
+        "/offer",
+        json={
+            "type": "offer",
+            "sdp": await _offer_sdp(audio="recvonly"),
+            "role": "viewer",
+            "room": "nobody-here",
+        },
+    )
+    await _expect_error(resp, 404, "no room")
+    await _expect_error(await client.get("/no/such/page"), 404, "Not Found")
+    await _expect_error(await client.get("/offer"), 405, "Not Allowed")
+
+
+async def test_a_hundred_offers_at_once() -> None:
+    """16 are taken, the rest get 429; the ones nobody connects to are closed after the
+    connect timeout and every task and peer connection is gone; then the server works."""
+    config = _config(max_sessions=16, connect_timeout_s=1.0)
+    client = await _client(config)
+    try:
+        sdp = await _offer_sdp()
+        body = {"type": "offer", "sdp": sdp}
+        responses = await asyncio.gather(*(client.post("/offer", json=body) for _ in range(100)))
+        statuses = sorted(r.status for r in responses)
+        assert statuses.count(200) == 16 and statuses.count(429) == 84, statuses
+        refused = next(r for r in responses if r.status == 429)
+        await _expect_error(refused, 429, "limit")
+        assert refused.headers.get("Retry-After")
+        state = client.app[STATE]  # type: ignore[index]
+        assert len(state.peers) == 16 and len(state.rooms) == 16
+        sessions = [p.session for p in state.peers.values()]
+        for _ in range(100):
+            if not state.peers and not state.tasks:
+                break
+            await asyncio.sleep(0.05)
+        assert not state.peers and not len(state.rooms) and not state.tasks
+        assert all(s.finished.is_set() for s in sessions)
+        assert all(s._executor._shutdown for s in sessions)
+        ours = [t for t in asyncio.all_tasks() if t.get_name().startswith(("session-", "close-"))]
+        assert not ours
+        resp = await client.post("/offer", json=body)
+        assert resp.status == 200
+    finally:
+        await client.close()
+
+
+async def test_a_room_has_one_publisher_and_healthz_says_when_full(offer_sdp: str) -> None:
+    client = await _client(_config(max_sessions=2))
+    try:
+        body = {"type": "offer", "sdp": offer_sdp, "room": "lobby"}
+        first = await client.post("/offer", json=body)
+        assert first.status == 200 and (await first.json())["room"] == "lobby"
+        await _expect_error(await client.post("/offer", json=body), 409, "already has")
+        for name in ("no spaces!", "ünïcode", "x" * 65, 42):
+            bad = await client.post("/offer", json={**body, "room": name})
+            await _expect_error(bad, 400, '"room"')
+        assert (await client.get("/healthz")).status == 200
+        other = await client.post("/offer", json={"type": "offer", "sdp": offer_sdp})
+        assert other.status == 200
+        full = await client.get("/healthz")
+        assert full.status == 503 and (await full.json())["status"] == "full"
+    finally:
+        await client.close()
+
+
+async def test_drain_stops_accepting(client: TestClient, offer_sdp: str) -> None:
+    resp = await client.post("/offer", json={"type": "offer", "sdp": offer_sdp})
+    assert resp.status == 200
+    await drain(client.app)  # type: ignore[arg-type]
+    health = await client.get("/healthz")
+    assert health.status == 503 and (await health.json())["status"] == "draining"
+    resp = await client.post("/offer", json={"type": "offer", "sdp": offer_sdp})
+    await _expect_error(resp, 503, "shutting down")
+    assert not client.app[STATE].peers  # type: ignore[index]
+
+
+async def test_pages_are_served(client: TestClient) -> None:
+    for path, marker in (
+        ("/", 'data-role="publisher"'),
+        ("/viewer", 'data-role="viewer"'),
+        ("/static/app.js", "RTCPeerConnection"),
+    ):
+        resp = await client.get(path)
+        assert resp.status == 200
+        assert marker in await resp.text()
+
+
+async def test_loopback_candidates_and_low_latency_receive_are_in_place() -> None:
+    """The two reaches into aiortc/aioice internals still find what they replace."""
+    from streamer.io.webrtc import (
+        _ImmediateAudioBuffer,
+        _MarkerVideoBuffer,
+        use_low_latency_receive,
+    )
+
+    pc = make_peer_connection()
+    pc.addTransceiver("audio", direction="sendrecv")
+    pc.addTransceiver("video", direction="recvonly")
+    use_loopback_candidates(pc, "only")
+    use_low_latency_receive(pc)
+    await pc.setLocalDescription(await pc.createOffer())
+    candidates = [
+        line for line in pc.localDescription.sdp.splitlines() if line.startswith("a=candidate")
+    ]
+    assert candidates and all(" 127.0.0.1 " in line for line in candidates)
+    buffers = {t.kind: t.receiver._RTCRtpReceiver__jitter_buffer for t in pc.getTransceivers()}
+    assert isinstance(buffers["audio"], _ImmediateAudioBuffer)
+    assert isinstance(buffers["video"], _MarkerVideoBuffer)
+    await pc.close()

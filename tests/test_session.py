@@ -1,0 +1,254 @@
+"""LiveSession on a virtual clock: pacing, stalls, barge-in, the drop policy, live == offline."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from live_fakes import FakeRenderStage, VirtualMic, fake_stages, mouth_darkness, speech_like
+
+from msadtalker.blink import BlinkConfig
+from streamer.clock import VirtualClock
+from streamer.config import Config, ServerConfig
+from streamer.io.trace import TraceWriter
+from streamer.offline import run_offline
+from streamer.pipeline import Pipeline
+from streamer.session import LiveSession, Subscription
+from streamer.types import AudioChunk, VideoFrame
+
+SERVER = ServerConfig(jitter_ms=20, queue_frames=4, behind_frames=2)
+
+
+def _session(
+    config: Config | None = None, server: ServerConfig = SERVER, sinks: tuple = ()
+) -> tuple[LiveSession, VirtualClock]:
+    clock = VirtualClock()
+    session = LiveSession(fake_stages(config or Config()), clock, server, sinks=sinks)
+    return session, clock
+
+
+def _drain_queue(sub: Subscription) -> list[VideoFrame]:
+    out = []
+    while len(sub):
+        out.append(sub._items.popleft())
+    return out
+
+
+async def test_one_frame_per_tick_paced_by_the_clock() -> None:
+    session, clock = _session()
+    sub = session.subscribe("all", maxsize=1000)
+    session.start()
+    mic = VirtualMic(session, clock, speech_like([(0.3, 1.5)], 2.0))
+    await mic.settle()
+    assert session.stats.ticks == 0  # nothing happens until time moves
+    await mic.run(2.0)
+    # The mic delivers in time, so frame k is made as soon as its audio is complete, at
+    # (k + 1) * 40 ms: 50 frames by t = 2 s, never one early.
+    assert session.stats.ticks == 50 and session.stats.late_ticks == 0
+    frames = _drain_queue(sub)
+    assert len(frames) == 50 - session.delay_frames
+    assert [f.index for f in frames] == list(range(len(frames)))
+    assert session.ingest.stats.samples_missing == 0
+    await session.aclose()
+
+
+async def test_without_audio_frames_come_at_their_deadlines() -> None:
+    session, clock = _session()
+    session.start()
+    mic = VirtualMic(session, clock, None)
+    await mic.run(2.0)
+    # No mic at all: frame k waits for its audio until (k + 1) * 40 ms + 20 ms jitter.
+    assert session.stats.ticks == 49
+    await mic.run(0.02)
+    assert session.stats.ticks == 50
+    await session.aclose()
+
+
+async def test_a_mic_faster_than_real_time_cannot_make_frames_early() -> None:
+    session, clock = _session()
+    session.start()
+    audio = speech_like([(0.0, 4.0)], 4.0)
+    for step in range(50):  # 40 ms of audio every 20 ms, for 1 s
+        await clock.advance(0.02)
+        session.feed(audio[step * 640 : (step + 1) * 640])
+        for _ in range(5):
+            await asyncio.sleep(0)
+    await session.wait_ticks(24)
+    for _ in range(20):
+        await asyncio.sleep(0.001)
+    assert session.stats.ticks == 25  # frame k never before (k + 1) * 40 ms
+    await session.aclose()
+
+
+async def test_stalled_mic_keeps_video_going_and_the_avatar_idles() -> None:
+    config = Config(blink=BlinkConfig(rate_per_min=60.0, min_interval_s=0.5))
+    session, clock = _session(config)
+    sub = session.subscribe("all", maxsize=1000)
+    session.start()
+    mic = VirtualMic(session, clock, speech_like([(0.0, 3.0)], 3.0))
+    await mic.run(1.0)
+    speaking = _drain_queue(sub)
+    assert max(f.motion.mouth_open for f in speaking) > 0.3
+    mic.stalled = True  # no packets at all from here on
+    await mic.run(3.0)
+    idle = _drain_queue(sub)
+    assert len(speaking) + len(idle) == session.stats.ticks - session.delay_frames
+    assert session.ingest.stats.samples_missing > 2.5 * 16000
+    tail = idle[-25:]  # the last second: at rest, still blinking
+    assert all(f.motion.silence.weight == 0.0 for f in tail)
+    assert all(f.motion.pose.yaw == 0.0 and f.motion.pose.pitch == 0.0 for f in tail)
+    assert max(f.motion.mouth_open for f in tail) < 0.05
+    assert max(f.motion.blink for f in idle) > 0.5
+    await session.aclose()
+
+
+async def test_interrupt_returns_the_avatar_to_rest_on_the_next_frame() -> None:
+    session, clock = _session()
+    sub = session.subscribe("all", maxsize=8)
+    session.start()
+    mic = VirtualMic(session, clock, speech_like([(0.0, 4.0)], 4.0))
+    await mic.run(1.5)
+    before = _drain_queue(sub)
+    assert before[-1].motion.mouth_open > 0.2 and before[-1].motion.silence.weight > 0.5
+    await mic.run(0.02)  # one frame queued, not yet taken by the track
+    ticks = session.stats.ticks
+    session.interrupt()
+    assert len(sub) == 0  # queued speech frames are gone
+    await mic.run(0.04)
+    assert session.stats.ticks == ticks + 1
+    (first,) = _drain_queue(sub)
+    assert first.motion.silence.weight == 0.0
+    assert (first.motion.pose.pitch, first.motion.pose.yaw, first.motion.pose.roll) == (0, 0, 0)
+    assert first.motion.mouth_open == 0.0
+    # Speech that keeps coming after the barge-in animates the avatar again.
+    await mic.run(1.0)
+    assert max(f.motion.mouth_open for f in _drain_queue(sub)) > 0.2
+    assert session.stats.interrupts == 1
+    await session.aclose()
+
+
+async def test_falling_behind_skips_renders_but_not_motion() -> None:
+    clock = VirtualClock()
+    stages = fake_stages()
+    render = stages[-1]
+    assert isinstance(render, FakeRenderStage)
+    session = LiveSession(stages, clock, SERVER)
+    sub = session.subscribe("all", maxsize=1000)
+    session.start()
+    mic = VirtualMic(session, clock, speech_like([(0.0, 3.0)], 3.0))
+    await mic.run(1.0)
+    # The process stalls for half a second (as if one frame took 500 ms to render).
+    await clock.advance(0.5)
+    await mic.settle()
+    await mic.run(1.0)
+    frames = _drain_queue(sub)
+    skipped = session.stats.renders_skipped
+    # ~12 frames were due during the stall; those more than 2 frames late were not rendered.
+    assert 8 <= skipped <= 12
+    assert [f.index for f in frames] == list(range(len(frames)))  # motion for every frame
+    assert render.pushed == len(frames) - skipped
+    repeats = sum(frames[i].image is frames[i - 1].image for i in range(1, len(frames)))
+    assert repeats == skipped
+    assert session.snapshot()["dropped_frames"] == skipped
+    await session.aclose()
+
+
+async def test_a_subscriber_that_never_reads_stays_bounded_and_harms_no_one() -> None:
+    session, clock = _session()
+    stuck = session.subscribe("stuck", maxsize=4)
+    reader = session.subscribe("reader", maxsize=4)
+    got: list[int] = []
+
+    async def read() -> None:
+        while (frame := await reader.get()) is not None:
+            got.append(frame.index)
+
+    task = asyncio.create_task(read())
+    session.start()
+    await VirtualMic(session, clock, speech_like([(0.0, 2.0)], 2.0)).run(2.0)
+    assert len(stuck) == 4
+    assert stuck.dropped == session.stats.frames_out - 4
+    assert got == list(range(session.stats.frames_out)) and reader.dropped == 0
+    assert session.snapshot()["subscriber_drops"] == stuck.dropped
+    await session.aclose()
+    await task  # the reader sees the end of the stream
+    assert await stuck.get() is not None  # what was queued is still there ...
+    assert _drain_queue(stuck) and await stuck.get() is None  # ... then the end
+
+
+async def test_drain_flushes_the_pipeline_into_the_sinks(tmp_path: Path) -> None:
+    trace = TraceWriter(tmp_path / "live.csv")
+    session, clock = _session(sinks=(trace,))
+    session.start()
+    mic = VirtualMic(session, clock, speech_like([(0.0, 1.0)], 1.01))
+    await mic.run(1.1)
+    drained = asyncio.create_task(session.drain(timeout_s=30.0))
+    await mic.run(0.2)
+    assert await drained
+    rows = (tmp_path / "live.csv").read_text().splitlines()
+    # Every frame made by t = 1.1 s (27: frame k is made at (k + 1) * 40 + 20 ms) made it
+    # out, including the two the pipeline's lookahead still held when the drain began.
+    assert len(rows) - 1 == session.stats.frames_out == 27
+
+
+async def test_live_session_equals_offline_render(tmp_path: Path) -> None:
+    """The same audio through a live session (virtual clock, mic in time) and offline
+    (the same stages, free-running) gives the same trace, byte for byte."""
+    config = Config()
+    audio = speech_like([(0.4, 1.6), (2.0, 2.9)], 3.37, seed=3)
+
+    offline_path = tmp_path / "offline.csv"
+    chunks = [AudioChunk(audio[i : i + 4000], i) for i in range(0, len(audio), 4000)]
+    run_offline(Pipeline(fake_stages(config)), chunks, [TraceWriter(offline_path)])
+
+    live_path = tmp_path / "live.csv"
+    session, clock = _session(config, sinks=(TraceWriter(live_path),))
+    images: list[float] = []
+    sub = session.subscribe("video", maxsize=1000)
+    session.start()
+    mic = VirtualMic(session, clock, audio)
+    await mic.run(len(audio) / 16000 + 0.02)
+    session.end_input()
+    while not session.finished.is_set():
+        await mic.run(0.04)
+    while (frame := await sub.get()) is not None:
+        images.append(mouth_darkness(frame.image))
+    await session.aclose()
+    assert session.ingest.stats.samples_missing == 0 and session.stats.renders_skipped == 0
+    assert live_path.read_text() == offline_path.read_text()
+    assert len(images) == len(offline_path.read_text().splitlines()) - 1
+
+
+def test_server_config_validates() -> None:
+
+    from msadtalker.errors import ConfigError
+    from streamer.config import load_config
+
+    with pytest.raises(ConfigError, match="queue"):
+        load_config(overrides={"server.queue_frames": 0})
+    assert dataclasses.replace(SERVER, jitter_ms=0).jitter_ms == 0
+
+
+def test_motion_stage_reset_shows_rest_on_the_next_frame() -> None:
+    """Barge-in: after reset(), the next frame (weight 0 from the reset silence stage) has a
+    closed mouth and, on the neural path, the neutral expression; pose/blink clocks go on."""
+    from streamer.stages.motion import MotionStage
+    from streamer.types import FeatureFrame, LipFrame, SilenceFrame
+
+    stage = MotionStage()
+
+    def frame(i: int, weight: float) -> SilenceFrame:
+        features = FeatureFrame(i, np.zeros(640, np.float32), np.zeros((80, 16), np.float32))
+        lips = LipFrame(features, 0.0, 0.8, 0.8, expression=np.ones(64, np.float32))
+        return SilenceFrame(lips=lips, silent=weight == 0.0, weight=weight)
+
+    for i in range(10):
+        (out,) = stage.push(frame(i, 1.0))
+    assert out.mouth_open == pytest.approx(0.8)
+    stage.reset()
+    (rest,) = stage.push(frame(10, 0.0))
+    assert rest.mouth_open == 0.0 and rest.index == 10
+    assert rest.expression is not None and not rest.expression.any()

@@ -1,0 +1,103 @@
+"""The WebRTC edges in isolation: output tracks, receive buffers, loopback mode."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtp import RtpPacket
+from live_fakes import FakeRenderStage
+
+from streamer.bench.mouth import rest_motion
+from streamer.io.webrtc import (
+    AvatarVideoTrack,
+    SpeechAudioTrack,
+    _ImmediateAudioBuffer,
+    _MarkerVideoBuffer,
+    resolve_loopback_mode,
+)
+from streamer.session import FanOut
+from streamer.types import VideoFrame
+
+
+def _frame(index: int, level: float = 0.0) -> VideoFrame:
+    motion = rest_motion(0.5, index=index)
+    features = replace(motion.lips.features, audio=np.full(640, level, dtype=np.float32))
+    motion = replace(
+        motion, silence=replace(motion.silence, lips=replace(motion.lips, features=features))
+    )
+    (video,) = FakeRenderStage().push(motion)
+    return video
+
+
+async def test_video_track_stamps_pts_from_the_frame_index() -> None:
+    fanout = FanOut(default_size=8)
+    track = AvatarVideoTrack(fanout.subscribe("v"))
+    for i in (0, 1, 3):  # frame 2 was dropped
+        fanout.publish(_frame(i))
+    fanout.end()
+    pts = [(await track.recv()).pts for _ in range(3)]
+    assert pts == [0, 3600, 3 * 3600]
+    with pytest.raises(MediaStreamError):
+        await track.recv()
+
+
+async def test_audio_track_sends_20ms_48k_frames_and_fills_dropped_frames() -> None:
+    fanout = FanOut(default_size=8)
+    track = SpeechAudioTrack(fanout.subscribe("a"))
+    fanout.publish(_frame(0, 0.5))
+    fanout.publish(_frame(2, 0.5))  # frame 1 never reached this subscriber
+    fanout.end()
+    frames = []
+    while True:
+        try:
+            frames.append(await track.recv())
+        except MediaStreamError:
+            break
+    assert [f.samples for f in frames] == [960] * 6
+    assert [f.pts for f in frames] == [0, 960, 1920, 2880, 3840, 4800]
+    assert all(f.sample_rate == 48000 and f.format.name == "s16" for f in frames)
+    levels = [np.abs(f.to_ndarray()).mean() / 32767 for f in frames]
+    assert levels[2] < 0.05 and levels[3] < 0.01  # the dropped frame is silence
+    assert levels[5] == pytest.approx(0.5, abs=0.02)
+    assert track.silence_filled == 1
+
+
+def _packet(seq: int, ts: int, marker: bool = False, data: bytes = b"x") -> RtpPacket:
+    packet = RtpPacket(sequence_number=seq, timestamp=ts, marker=int(marker))
+    packet._data = data  # type: ignore[attr-defined]
+    return packet
+
+
+def test_marker_buffer_releases_a_frame_at_its_last_packet() -> None:
+    buffer = _MarkerVideoBuffer()
+    assert buffer.add(_packet(10, 1000, data=b"a"))[1] is None
+    frame = buffer.add(_packet(11, 1000, marker=True, data=b"b"))[1]
+    assert frame is not None and frame.data == b"ab" and frame.timestamp == 1000
+    frame = buffer.add(_packet(12, 4600, marker=True, data=b"c"))[1]
+    assert frame is not None and frame.data == b"c"
+
+
+def test_audio_buffer_releases_every_packet_and_drops_late_ones() -> None:
+    buffer = _ImmediateAudioBuffer()
+    assert buffer.add(_packet(5, 960))[1] is not None
+    assert buffer.add(_packet(7, 2880))[1] is not None  # 6 lost: a pts gap, filled later
+    assert buffer.add(_packet(6, 1920))[1] is None  # too late: dropped
+    assert buffer.add(_packet(65535, 0))[1] is None  # far behind (wrap-around compare)
+    assert buffer.add(_packet(8, 3840))[1] is not None
+
+
+@pytest.mark.parametrize(
+    ("setting", "host", "mode"),
+    [
+        ("auto", "127.0.0.1", "only"),
+        ("auto", "localhost", "only"),
+        ("auto", "0.0.0.0", "off"),
+        ("add", "0.0.0.0", "add"),
+        ("off", "127.0.0.1", "off"),
+    ],
+)
+def test_loopback_mode(setting: str, host: str, mode: str) -> None:
+    assert resolve_loopback_mode(setting, host) == mode

@@ -1,0 +1,201 @@
+// msadtalker live pages: the publisher (mic -> avatar) and the viewer (watch only).
+// Plain browser JavaScript, no build step. The page state is exposed as window.msadtalker so
+// that people (devtools) and tests (playwright) can read the same figures the page shows.
+"use strict";
+
+(() => {
+  const role = document.body.dataset.role === "viewer" ? "viewer" : "publisher";
+  const $ = (id) => document.getElementById(id);
+  const params = new URLSearchParams(location.search);
+  const video = $("avatar");
+
+  const state = {
+    role,
+    status: "idle",
+    error: null,
+    sessionId: null,
+    room: params.get("room"),
+    framesPresented: 0,
+    fps: 0,
+    latencyMs: null,
+    server: null,
+    // Current video frame as a PNG data URL (tests read pixels through this).
+    grab() {
+      if (!video.videoWidth) return null;
+      const canvas = document.createElement("canvas");
+      canvas.width = video.videoWidth;
+      canvas.height = video.videoHeight;
+      canvas.getContext("2d").drawImage(video, 0, 0);
+      return canvas.toDataURL("image/png");
+    },
+  };
+  window.msadtalker = state;
+
+  let pc = null;
+  let mic = null;
+  let pollTimer = null;
+  const presentedAt = [];
+
+  if ($("room-name")) $("room-name").textContent = state.room || "?";
+
+  function setStatus(text) {
+    state.status = text;
+    $("status").textContent = text;
+  }
+
+  function show(id, text) {
+    const el = $(id);
+    if (el) el.textContent = text;
+  }
+
+  function waitForIce(connection, timeoutMs) {
+    // The server does not trickle: the offer must carry our candidates.
+    if (connection.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        if (connection.iceGatheringState === "complete") {
+          connection.removeEventListener("icegatheringstatechange", done);
+          resolve();
+        }
+      };
+      connection.addEventListener("icegatheringstatechange", done);
+      setTimeout(resolve, timeoutMs);
+    });
+  }
+
+  function countFrames() {
+    if (!("requestVideoFrameCallback" in HTMLVideoElement.prototype)) return;
+    const onFrame = (now) => {
+      state.framesPresented += 1;
+      presentedAt.push(now);
+      while (presentedAt.length && now - presentedAt[0] > 2000) presentedAt.shift();
+      if (presentedAt.length > 1) {
+        state.fps = ((presentedAt.length - 1) * 1000) / (now - presentedAt[0]);
+      }
+      video.requestVideoFrameCallback(onFrame);
+    };
+    video.requestVideoFrameCallback(onFrame);
+  }
+
+  async function start() {
+    $("start").disabled = true;
+    state.error = null;
+    setStatus("connecting");
+    try {
+      if (role === "viewer" && !state.room) throw new Error("no room in the address (?room=ID)");
+      pc = new RTCPeerConnection({ iceServers: [] });
+      const remote = new MediaStream();
+      pc.addEventListener("track", (event) => {
+        remote.addTrack(event.track);
+        video.srcObject = remote;
+      });
+      pc.addEventListener("connectionstatechange", () => {
+        const s = pc && pc.connectionState;
+        if (s === "connected") {
+          setStatus("live");
+          document.querySelector(".stage").classList.add("live");
+        } else if (s === "failed" || s === "closed") {
+          stop(s);
+        }
+      });
+      if (role === "publisher") {
+        mic = await navigator.mediaDevices.getUserMedia({
+          audio: { echoCancellation: true, noiseSuppression: false, autoGainControl: true },
+          video: false,
+        });
+        pc.addTransceiver(mic.getAudioTracks()[0], { direction: "sendrecv" });
+      } else {
+        pc.addTransceiver("audio", { direction: "recvonly" });
+      }
+      pc.addTransceiver("video", { direction: "recvonly" });
+      await pc.setLocalDescription(await pc.createOffer());
+      await waitForIce(pc, 3000);
+      const body = { sdp: pc.localDescription.sdp, type: "offer", role };
+      if (state.room) body.room = state.room;
+      const response = await fetch("/offer", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      const answer = await response.json();
+      if (!response.ok) throw new Error(answer.error || response.statusText);
+      state.sessionId = answer.session_id;
+      state.room = answer.room;
+      await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+      if (role === "publisher") {
+        const link = new URL(answer.viewer_url, location.href).href;
+        $("viewer-link").href = link;
+        $("viewer-link").textContent = link;
+        $("share").hidden = false;
+        $("interrupt").disabled = false;
+      }
+      $("stop").disabled = false;
+      countFrames();
+      pollTimer = setInterval(poll, 500);
+    } catch (err) {
+      state.error = String((err && err.message) || err);
+      setStatus(`error: ${state.error}`);
+      await stop("error");
+    }
+  }
+
+  async function poll() {
+    if (!pc || !state.sessionId) return;
+    let rtt = 0;
+    let jitterBuffer = 0;
+    try {
+      const stats = await pc.getStats();
+      stats.forEach((report) => {
+        if (report.type === "candidate-pair" && report.nominated && report.currentRoundTripTime) {
+          rtt = report.currentRoundTripTime;
+        }
+        if (report.type === "inbound-rtp" && report.kind === "video" && report.jitterBufferEmittedCount) {
+          jitterBuffer = report.jitterBufferDelay / report.jitterBufferEmittedCount;
+        }
+      });
+      const response = await fetch(`/sessions/${state.sessionId}`);
+      if (!response.ok) return;
+      state.server = await response.json();
+    } catch (err) {
+      return;
+    }
+    const s = state.server.session;
+    // Mic sample -> mouth on screen: the server's designed delay (frame + jitter allowance +
+    // lookahead), its processing time, the network round trip (mic up, video down) and our
+    // video jitter buffer.
+    state.latencyMs = Math.round(s.latency_ms_designed + s.step_ms_p50 + 1000 * (rtt + jitterBuffer));
+    show("latency", `≈ ${state.latencyMs} ms`);
+    show("fps", state.fps ? state.fps.toFixed(1) : `${s.fps}`);
+    show("silence", s.silent ? `silent (w ${s.silence_weight.toFixed(2)})` : `speaking (w ${s.silence_weight.toFixed(2)})`);
+    show("dropped", `${s.dropped_frames} / ${s.frames_out}`);
+    show("viewers", `${state.server.viewers}`);
+  }
+
+  async function interrupt() {
+    if (!state.sessionId) return;
+    await fetch(`/sessions/${state.sessionId}/interrupt`, { method: "POST" });
+  }
+
+  async function stop(reason) {
+    if (pollTimer) clearInterval(pollTimer);
+    pollTimer = null;
+    const id = state.sessionId;
+    state.sessionId = null;
+    if (id && reason !== "closed" && reason !== "failed") {
+      fetch(`/sessions/${id}`, { method: "DELETE" }).catch(() => {});
+    }
+    if (mic) mic.getTracks().forEach((t) => t.stop());
+    mic = null;
+    if (pc) pc.close();
+    pc = null;
+    document.querySelector(".stage").classList.remove("live");
+    $("start").disabled = false;
+    $("stop").disabled = true;
+    if ($("interrupt")) $("interrupt").disabled = true;
+    if (!state.error) setStatus(reason && reason !== "user" ? reason : "idle");
+  }
+
+  $("start").addEventListener("click", start);
+  $("stop").addEventListener("click", () => stop("user"));
+  if ($("interrupt")) $("interrupt").addEventListener("click", interrupt);
+})();
