@@ -147,7 +147,8 @@ def _merge(node: Any, raw: dict[str, Any], prefix: str) -> Any:
 def _set(node: Any, path: list[str], value: Any, prefix: str) -> Any:
     head, rest = path[0], path[1:]
     dotted = f"{prefix}{head}"
-    if not dataclasses.is_dataclass(node) or head not in {f.name for f in dataclasses.fields(node)}:
+    is_section = dataclasses.is_dataclass(node) and not isinstance(node, type)
+    if not is_section or head not in {f.name for f in dataclasses.fields(node)}:
         raise ConfigError(f"unknown config key '{dotted}'")
     if rest:
         return dataclasses.replace(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Protocol, TypeVar
 
 InT = TypeVar("InT", contravariant=True)
-OutT = TypeVar("OutT", covariant=True)
+OutT = TypeVar("OutT")
 
 
 class Stage(Protocol[InT, OutT]):

@@ -1,0 +1,158 @@
+"""``msadtalker render``: speech + portrait -> mp4 (H.264 25 fps + AAC), optional trace/plot.
+
+The stages come from ``streamer.build.stage_factory``, the same call the live server makes per
+session; here the source is the audio file, the sinks the mp4/trace/plot writers and there is
+no pacer. Every output is written under a temporary name and renamed on success, so a failed
+run leaves nothing half-written at ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from msadtalker.weights import ENV_VAR
+from streamer.build import resolve_renderer, stage_factory
+from streamer.commands._options import (
+    add_audio_flag,
+    add_config_flags,
+    config_from_args,
+    existing_file,
+    non_negative_int,
+    writable_path,
+)
+from streamer.io.audio_source import AudioFileSource
+from streamer.io.mp4 import Mp4Writer
+from streamer.io.plot import WaveformEnvelope, plot_trace
+from streamer.io.trace import TraceWriter, read_trace
+from streamer.offline import Sink, run_offline
+from streamer.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+
+def mp4_path(value: str) -> Path:
+    path = writable_path(value)
+    if path.suffix.lower() != ".mp4":
+        raise argparse.ArgumentTypeError(f"--out must name an .mp4 file, got {value}")
+    return path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "render",
+        help="speech + portrait -> talking-head mp4 (H.264 + AAC)",
+        description="Render a talking head from a portrait and speech with the MSadTalker "
+        "pipeline (cosine head pose, silence weighter).",
+    )
+    add_audio_flag(parser)
+    parser.add_argument("--out", type=mp4_path, required=True, metavar="OUT.mp4")
+    add_render_flags(parser)
+    parser.add_argument(
+        "--trace", type=writable_path, metavar="CSV", help="also write the per-frame motion trace"
+    )
+    parser.add_argument(
+        "--plot",
+        type=writable_path,
+        metavar="PNG",
+        help="also draw waveform, pose, mouth and silence weight",
+    )
+    add_config_flags(parser)
+    parser.set_defaults(run=run)
+
+
+def add_render_flags(parser: argparse.ArgumentParser) -> None:
+    """Avatar and renderer flags shared by ``render`` and the benches."""
+    parser.add_argument(
+        "--avatar",
+        type=existing_file,
+        metavar="IMG",
+        help="portrait photo: jpg/png/webp/gif (default: the bundled avatar)",
+    )
+    parser.add_argument(
+        "--face-index",
+        type=non_negative_int,
+        metavar="N",
+        help="which face when the photo has several (0 = leftmost; default: the largest)",
+    )
+    parser.add_argument(
+        "--size", type=int, choices=(256, 512), help="frame size in crop mode (default 256)"
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("crop", "full"),
+        help="crop: the face crop; full: the animated face pasted back into "
+        "the whole photo (default crop)",
+    )
+    parser.add_argument(
+        "--still",
+        action="store_true",
+        default=None,
+        help="keep the head at its initial pose (mouth and blinks only)",
+    )
+    parser.add_argument(
+        "--renderer",
+        choices=("auto", "mesh", "neural"),
+        help="mesh: CPU mesh warp; neural: SadTalker networks (needs "
+        "--checkpoints); auto (default): neural when checkpoints are given",
+    )
+    parser.add_argument(
+        "--checkpoints",
+        type=_directory,
+        metavar="DIR",
+        help="official SadTalker checkpoints (default: $MSADTALKER_CHECKPOINTS)",
+    )
+
+
+def _directory(value: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"directory not found: {value}")
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"not a directory: {value}")
+    return path
+
+
+def render_overrides(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "render.size": getattr(args, "size", None),
+        "render.mode": getattr(args, "mode", None),
+        "render.still": getattr(args, "still", None),
+        "render.renderer": getattr(args, "renderer", None),
+    }
+
+
+def checkpoints_of(args: argparse.Namespace) -> Path | None:
+    """``--checkpoints``, else ``$MSADTALKER_CHECKPOINTS``, else none (mesh renderer)."""
+    if getattr(args, "checkpoints", None) is not None:
+        return args.checkpoints
+    env = os.environ.get(ENV_VAR)
+    return Path(env) if env else None
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args, render_overrides(args))
+    checkpoints = checkpoints_of(args)
+    source = AudioFileSource(args.audio)  # checks the whole file before anything is opened
+    factory = stage_factory(config, args.avatar, checkpoints, args.face_index)
+    pipeline: Pipeline = Pipeline(factory())
+    log.info(
+        "rendering %d frames with the %s renderer",
+        source.frame_count,
+        resolve_renderer(config, checkpoints),
+    )
+    with tempfile.TemporaryDirectory(prefix="msadtalker-render-") as scratch:
+        # The plot is drawn from the trace, so a plot without --trace still needs one.
+        trace_path = args.trace or (Path(scratch) / "trace.csv" if args.plot else None)
+        envelope = WaveformEnvelope()
+        sinks: list[Sink] = [Mp4Writer(args.out)]
+        if trace_path is not None:
+            sinks += [TraceWriter(trace_path), envelope]
+        frames = run_offline(pipeline, source, sinks, total_frames=source.frame_count)
+        if args.plot is not None and trace_path is not None:
+            plot_trace(read_trace(trace_path), envelope, args.plot, title=args.audio.name)
+    print(f"{frames} frames -> {args.out}" + (f", plot {args.plot}" if args.plot else ""))
+    return 0
