@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
+from msadtalker.weights import ENV_VAR
+from streamer.build import StageFactory, stage_factory
 from streamer.config import Config, load_config
 
 
@@ -38,19 +41,112 @@ def writable_path(value: str) -> Path:
     return path
 
 
+def existing_dir(value: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"directory not found: {value}")
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"not a directory: {value}")
+    return path
+
+
+def add_avatar_flags(parser: argparse.ArgumentParser) -> None:
+    """Photo and renderer flags shared by ``render``, ``serve`` and ``kiosk``."""
+    parser.add_argument(
+        "--avatar",
+        type=existing_file,
+        metavar="IMG",
+        help="portrait photo: jpg/png/webp/gif (default: the bundled avatar)",
+    )
+    parser.add_argument(
+        "--face-index",
+        type=non_negative_int,
+        metavar="N",
+        help="which face when the photo has several (0 = leftmost; default: the largest)",
+    )
+    parser.add_argument(
+        "--size", type=int, choices=(256, 512), help="frame size in crop mode (default 256)"
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("crop", "full"),
+        help="crop: the face crop; full: the animated face pasted back into "
+        "the whole photo (default crop)",
+    )
+    parser.add_argument(
+        "--still",
+        action="store_true",
+        default=None,
+        help="keep the head at its initial pose (mouth and blinks only)",
+    )
+    parser.add_argument(
+        "--renderer",
+        choices=("auto", "mesh", "neural"),
+        help="mesh: CPU mesh warp; neural: SadTalker networks (needs "
+        "checkpoints); auto (default): neural when checkpoints are given",
+    )
+    parser.add_argument(
+        "--checkpoints",
+        type=existing_dir,
+        metavar="DIR",
+        help=f"official SadTalker checkpoints (default: ${ENV_VAR}; none: the CPU mesh renderer)",
+    )
+
+
+def avatar_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Config keys set by :func:`add_avatar_flags` (``None`` = not given)."""
+    return {
+        "render.size": getattr(args, "size", None),
+        "render.mode": getattr(args, "mode", None),
+        "render.still": getattr(args, "still", None),
+        "render.renderer": getattr(args, "renderer", None),
+    }
+
+
+def checkpoints_of(args: argparse.Namespace) -> Path | None:
+    """``--checkpoints``, else ``$MSADTALKER_CHECKPOINTS``, else none (mesh renderer)."""
+    if getattr(args, "checkpoints", None) is not None:
+        return Path(args.checkpoints)
+    env = os.environ.get(ENV_VAR)
+    return Path(env).expanduser() if env else None
+
+
+def stage_factory_from_args(config: Config, args: argparse.Namespace) -> StageFactory:
+    """Prepare the avatar and renderer the flags ask for (see ``streamer.build``)."""
+    avatar, face_index = getattr(args, "avatar", None), getattr(args, "face_index", None)
+    return stage_factory(config, avatar, checkpoints_of(args), face_index)
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=existing_file, metavar="FILE",
-                        help="TOML file mirroring the config tree ([pose], [silence], ...)")
-    parser.add_argument("--seed", type=non_negative_int, metavar="N",
-                        help="seed of the pose, noise and blinks (default 0)")
-    parser.add_argument("--lookahead-ms", type=non_negative_int, metavar="MS",
-                        help="lookahead granted to the streaming stages (default 80 = the "
-                             "paper's centred silence window; 0 = lowest latency)")
+    parser.add_argument(
+        "--config",
+        type=existing_file,
+        metavar="FILE",
+        help="TOML file mirroring the config tree ([pose], [silence], ...)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=non_negative_int,
+        metavar="N",
+        help="seed of the pose, noise and blinks (default 0)",
+    )
+    parser.add_argument(
+        "--lookahead-ms",
+        type=non_negative_int,
+        metavar="MS",
+        help="lookahead granted to the streaming stages (default 80 = the "
+        "paper's centred silence window; 0 = lowest latency)",
+    )
 
 
 def add_audio_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--audio", type=existing_file, required=True, metavar="FILE",
-                        help="speech: wav, mp3, m4a, ogg, flac; any rate, mono or stereo")
+    parser.add_argument(
+        "--audio",
+        type=existing_file,
+        required=True,
+        metavar="FILE",
+        help="speech: wav, mp3, m4a, ogg, flac; any rate, mono or stereo",
+    )
 
 
 def config_from_args(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Config:

@@ -19,12 +19,18 @@ from typing import Any
 
 import numpy as np
 
+from streamer.build import StageFactory
 from streamer.clock import RealtimeClock
-from streamer.commands._options import add_config_flags, config_from_args
-from streamer.commands.serve import add_avatar_flags, run_async, serve
+from streamer.commands._options import (
+    add_avatar_flags,
+    add_config_flags,
+    avatar_overrides,
+    config_from_args,
+    stage_factory_from_args,
+)
+from streamer.commands.serve import run_async, serve
 from streamer.config import Config
 from streamer.io.mic import MicSource, list_input_devices
-from streamer.live import StageFactory, live_stage_factory
 from streamer.server import add_local_publisher
 from streamer.session import LiveSession, Subscription
 
@@ -65,11 +71,12 @@ def run(args: argparse.Namespace) -> int:
         for index, name, rate in list_input_devices():
             print(f"{index:3d}  {name}  ({rate:.0f} Hz)")
         return 0
-    config = config_from_args(args, {"server.host": "127.0.0.1", "server.port": args.port})
+    overrides = {"server.host": "127.0.0.1", "server.port": args.port, **avatar_overrides(args)}
+    config = config_from_args(args, overrides)
     device: int | str | None = args.device
     if isinstance(device, str) and device.isdigit():
         device = int(device)
-    stages = live_stage_factory(config, args.avatar, args.checkpoints)
+    stages = stage_factory_from_args(config, args)
     window = not args.no_window and has_display()
 
     def announce(url: str) -> None:

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import tempfile
 from pathlib import Path
 
-from msadtalker.weights import ENV_VAR
-from streamer.build import resolve_renderer, stage_factory
+from streamer.build import resolve_renderer
 from streamer.commands._options import (
     add_audio_flag,
+    add_avatar_flags,
     add_config_flags,
+    avatar_overrides,
+    checkpoints_of,
     config_from_args,
-    existing_file,
-    non_negative_int,
+    stage_factory_from_args,
     writable_path,
 )
 from streamer.io.audio_source import AudioFileSource
@@ -50,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_audio_flag(parser)
     parser.add_argument("--out", type=mp4_path, required=True, metavar="OUT.mp4")
-    add_render_flags(parser)
+    add_avatar_flags(parser)
     parser.add_argument(
         "--trace", type=writable_path, metavar="CSV", help="also write the per-frame motion trace"
     )
@@ -64,85 +64,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def add_render_flags(parser: argparse.ArgumentParser) -> None:
-    """Avatar and renderer flags shared by ``render`` and the benches."""
-    parser.add_argument(
-        "--avatar",
-        type=existing_file,
-        metavar="IMG",
-        help="portrait photo: jpg/png/webp/gif (default: the bundled avatar)",
-    )
-    parser.add_argument(
-        "--face-index",
-        type=non_negative_int,
-        metavar="N",
-        help="which face when the photo has several (0 = leftmost; default: the largest)",
-    )
-    parser.add_argument(
-        "--size", type=int, choices=(256, 512), help="frame size in crop mode (default 256)"
-    )
-    parser.add_argument(
-        "--mode",
-        choices=("crop", "full"),
-        help="crop: the face crop; full: the animated face pasted back into "
-        "the whole photo (default crop)",
-    )
-    parser.add_argument(
-        "--still",
-        action="store_true",
-        default=None,
-        help="keep the head at its initial pose (mouth and blinks only)",
-    )
-    parser.add_argument(
-        "--renderer",
-        choices=("auto", "mesh", "neural"),
-        help="mesh: CPU mesh warp; neural: SadTalker networks (needs "
-        "--checkpoints); auto (default): neural when checkpoints are given",
-    )
-    parser.add_argument(
-        "--checkpoints",
-        type=_directory,
-        metavar="DIR",
-        help="official SadTalker checkpoints (default: $MSADTALKER_CHECKPOINTS)",
-    )
-
-
-def _directory(value: str) -> Path:
-    path = Path(value).expanduser()
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"directory not found: {value}")
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"not a directory: {value}")
-    return path
-
-
-def render_overrides(args: argparse.Namespace) -> dict[str, object]:
-    return {
-        "render.size": getattr(args, "size", None),
-        "render.mode": getattr(args, "mode", None),
-        "render.still": getattr(args, "still", None),
-        "render.renderer": getattr(args, "renderer", None),
-    }
-
-
-def checkpoints_of(args: argparse.Namespace) -> Path | None:
-    """``--checkpoints``, else ``$MSADTALKER_CHECKPOINTS``, else none (mesh renderer)."""
-    if getattr(args, "checkpoints", None) is not None:
-        return args.checkpoints
-    env = os.environ.get(ENV_VAR)
-    return Path(env) if env else None
-
-
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args, render_overrides(args))
-    checkpoints = checkpoints_of(args)
+    config = config_from_args(args, avatar_overrides(args))
     source = AudioFileSource(args.audio)  # checks the whole file before anything is opened
-    factory = stage_factory(config, args.avatar, checkpoints, args.face_index)
+    factory = stage_factory_from_args(config, args)
     pipeline: Pipeline = Pipeline(factory())
     log.info(
         "rendering %d frames with the %s renderer",
         source.frame_count,
-        resolve_renderer(config, checkpoints),
+        resolve_renderer(config, checkpoints_of(args)),
     )
     with tempfile.TemporaryDirectory(prefix="msadtalker-render-") as scratch:
         # The plot is drawn from the trace, so a plot without --trace still needs one.

@@ -7,14 +7,19 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from streamer.commands._options import add_config_flags, config_from_args, existing_file
+from streamer.build import StageFactory
+from streamer.commands._options import (
+    add_avatar_flags,
+    add_config_flags,
+    avatar_overrides,
+    config_from_args,
+    stage_factory_from_args,
+)
 from streamer.config import Config
-from streamer.live import StageFactory, live_stage_factory
 from streamer.server import STATE, drain, make_app
 
 log = logging.getLogger(__name__)
@@ -34,24 +39,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def add_avatar_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--avatar",
-        type=existing_file,
-        metavar="IMG",
-        help="portrait photo (default: the bundled avatar)",
-    )
-    parser.add_argument(
-        "--checkpoints",
-        type=Path,
-        metavar="DIR",
-        help="SadTalker checkpoints for the neural renderer (default: the CPU mesh renderer)",
-    )
-
-
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args, {"server.host": args.host, "server.port": args.port})
-    stages = live_stage_factory(config, args.avatar, args.checkpoints)
+    overrides = {"server.host": args.host, "server.port": args.port, **avatar_overrides(args)}
+    config = config_from_args(args, overrides)
+    stages = stage_factory_from_args(config, args)
 
     def announce(url: str) -> None:
         print(
