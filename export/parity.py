@@ -4,36 +4,34 @@ Each check feeds the golden inputs to one piece of our implementation and compar
 golden outputs (tolerances from golden/README §4). Everything is derived from the file (frame
 counts, batch layout, mapping widths, e2e frame ranges), so any golden of this format works.
 
-Networks run through a ``ParityEngine``: ``engine.network(name)`` returns a callable taking
-numpy inputs in the network's ``ExportContract`` input order and returning its outputs by
-contract output name, or ``None`` when the engine does not have that network (then its checks
-are reported as skipped). ``TorchParityEngine`` builds our torch modules from a checkpoint
-directory; an ONNX Runtime engine (engines/) only needs to provide the same callables and be
-added to ``ENGINES``. Pure functions (alignment, keypoint transformation, the mel) are called
-directly.
+Networks run through an ``engines`` EngineSet (``make_engine`` opens one with
+``engines.registry.open_engines``; any backend that implements the interface can be checked)
+wrapped in a ``ParityEngine``: ``engine.network(name)`` returns a callable taking numpy inputs in
+the network's ``ExportContract`` input order and returning its outputs by contract output name,
+or ``None`` when the set cannot serve that network (then its checks are reported as skipped).
+Pure functions (alignment, keypoint transformation, the mel) are called directly.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
+from engines.base import EngineSet, EngineUnavailable
+from engines.registry import open_engines
 from msadtalker.errors import ConfigError, InputError
 from msadtalker.models.face_recon import align_face, coeffs_73, fallback_five_points
 from msadtalker.models.keypoints import keypoint_transformation
 from msadtalker.models.mapping import MappingOutput
-from msadtalker.weights import build_network, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -117,82 +115,45 @@ def skipped(name: str, tol: Tolerance, reason: str) -> ParityResult:
 # --- engines ------------------------------------------------------------------------------------
 
 
-class ParityEngine(Protocol):
-    """Runs networks on numpy inputs (see the module docstring)."""
+class ParityEngine:
+    """An ``EngineSet`` seen by the checks: ``network(name)`` -> numpy callable or None.
 
-    name: str
+    The callable takes numpy inputs in the network's ``ExportContract`` order and returns its
+    outputs by contract name; ``None`` (the check is reported as skipped, with the reason in
+    ``unavailable``) when the set cannot serve that network.
+    """
 
-    def network(self, name: str) -> NetworkFn | None: ...
-
-
-def _module_available(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-# Networks of the checkpoint and the module that must exist for each.
-_TORCH_MODULES = {
-    "face_3drecon": "msadtalker.models.face_recon",
-    "audio2exp": "msadtalker.models.expnet",
-    "mapping": "msadtalker.models.mapping",
-    "mapping_full": "msadtalker.models.mapping",
-    "kp_extractor": "msadtalker.models.kp_detector",
-    "generator": "msadtalker.models.generator",
-}
-
-
-class TorchParityEngine:
-    """Our torch modules, loaded strictly from ``checkpoints`` (float32, eval, no grad)."""
-
-    name = "torch"
-
-    def __init__(self, checkpoints: str | Path | None, size: int, networks: Iterable[str]) -> None:
-        wanted = [net for net in dict.fromkeys(networks) if net in _TORCH_MODULES]
-        self.unavailable = {
-            net: f"{_TORCH_MODULES[net]} not present in this checkout"
-            for net in wanted
-            if not _module_available(_TORCH_MODULES[net])
-        }
-        available = [net for net in wanted if net not in self.unavailable]
-        self.weights = load_weights(checkpoints, size, available)
-        self._modules: dict[str, nn.Module] = {}
+    def __init__(self, engines: EngineSet) -> None:
+        self.engines = engines
+        self.name = engines.backend
+        self.unavailable: dict[str, str] = {}
 
     def network(self, name: str) -> NetworkFn | None:
-        if name in self.unavailable or name not in self.weights.state_dicts:
+        try:
+            engine = self.engines.engine(name)
+        except EngineUnavailable as exc:
+            self.unavailable[name] = str(exc)
             return None
-        if name not in self._modules:
-            self._modules[name] = build_network(name, self.weights)
-        module = self._modules[name]
-        output_names = module.export_contract().output_names  # type: ignore[operator]
 
         def run(*inputs: np.ndarray) -> dict[str, np.ndarray]:
-            with torch.no_grad():
-                out = module(*(torch.from_numpy(np.ascontiguousarray(x)) for x in inputs))
-            tensors = (out,) if isinstance(out, torch.Tensor) else tuple(out)
-            if len(tensors) != len(output_names):
-                raise RuntimeError(
-                    f"{name}: {len(tensors)} outputs, contract has {len(output_names)}"
-                )
-            return {key: t.numpy() for key, t in zip(output_names, tensors, strict=True)}
+            return dict(engine.run(*inputs))
 
         return run
 
 
-ENGINES: Mapping[str, Callable[[str | Path | None, int, Iterable[str]], ParityEngine]] = {
-    "torch": TorchParityEngine,
-}
-
-
 def make_engine(
-    engine: str, checkpoints: str | Path | None, size: int, networks: Iterable[str]
+    engine: str,
+    checkpoints: str | Path | None,
+    size: int,
+    networks: Iterable[str],
+    device: str = "cpu",
 ) -> ParityEngine:
-    if engine not in ENGINES:
-        raise ConfigError(
-            f"--engine {engine}: not available for check-parity (available: {', '.join(ENGINES)})"
-        )
-    return ENGINES[engine](checkpoints, size, networks)
+    """Open ``networks`` on backend ``engine``; an unusable backend is a one-line ConfigError."""
+    try:
+        engines = open_engines(engine, checkpoints, size, networks, device)
+    except EngineUnavailable as exc:
+        raise ConfigError(f"--engine {engine}: {exc}") from None
+    return ParityEngine(engines)
 
 
 # --- golden file --------------------------------------------------------------------------------

@@ -45,11 +45,15 @@ class SilenceConfig:
     window: int = 5  # W: moving-average length, odd
     range_window_s: float = 8.0  # running min-max span for streaming normalisation
     range_floor_frac: float = 0.5  # floor of the running range, x the lip source's nominal range
-    # Pose blend of eq. 6: "linear" is the paper (w~ itself); "smoothstep" eases w~ with
-    # 3w^2 - 2w^3, which keeps 0 and 1 but starts and ends every transition at zero velocity.
+    # Pose blend of eq. 6 (msadtalker.settle.PoseBlend). The paper: easing "linear" and
+    # pose_ease_s 0 (w~ itself). pose_ease_s > 0 low-passes w~ (two one-poles of this time
+    # constant) so the head eases to rest and short pauses between words do not bob it;
+    # "smoothstep" (3w^2 - 2w^3) starts and ends every transition at zero velocity.
     pose_easing: Literal["smoothstep", "linear"] = "smoothstep"
-    # Residual mouth motion in silence is damped toward a slowly tracking hold of the opening.
-    mouth_hold_s: float = 0.3
+    pose_ease_s: float = 0.06
+    # Residual lip motion in silence (msadtalker.settle.MotionDamper): at w~ = 0 the mouth
+    # and expression follow their source with this time constant, at w~ = 1 unchanged.
+    mouth_damping_s: float = 0.3
     # Which signal decides a frame is silent: the lip derivative (the paper), WebRTC's VAD,
     # or both (speech only when the lips move and the VAD hears a voice); see msadtalker.vad.
     source: Literal["lips", "vad", "both"] = "lips"
@@ -62,6 +66,8 @@ class SilenceConfig:
             raise ValueError("silence window must be a positive odd number of frames")
         if self.range_window_s <= 0 or self.range_floor_frac < 0:
             raise ValueError("silence range window must be > 0 and the floor >= 0")
+        if self.pose_ease_s < 0 or self.mouth_damping_s < 0:
+            raise ValueError("silence pose_ease_s and mouth_damping_s must be >= 0 seconds")
         if self.vad_aggressiveness not in (0, 1, 2, 3):
             raise ValueError("vad_aggressiveness must be 0, 1, 2 or 3")
 

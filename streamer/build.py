@@ -14,8 +14,10 @@ session, offline render once.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal
 
 from msadtalker.errors import ConfigError
@@ -105,7 +107,18 @@ def _mesh_factory(config: Config, photo: Path, face_index: int | None) -> StageF
 def _neural_factory(
     config: Config, photo: Path, checkpoints: Path | None, face_index: int | None
 ) -> StageFactory:
-    raise ConfigError(
-        "the neural renderer (--checkpoints / render.renderer = neural) is not wired into "
-        "the pipeline yet; use the mesh renderer"
-    )
+    factory: StageFactory = neural_module().neural_factory(config, photo, checkpoints, face_index)
+    return factory
+
+
+def neural_module() -> ModuleType:
+    """``streamer.neural``, imported on demand: the neural path needs torch, which the mesh
+    path never loads; without it, one clear error."""
+    try:
+        return importlib.import_module("streamer.neural")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("torch", "safetensors"):
+            raise
+        raise ConfigError(
+            f"the neural renderer needs the {exc.name} package (pip install 'msadtalker[neural]')"
+        ) from None

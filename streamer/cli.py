@@ -12,14 +12,23 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from msadtalker.errors import InputError
 
 COMMANDS = ("motion", "render", "serve", "kiosk", "bench", "check_parity", "export", "prepare")
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Flag errors as one line (``msadtalker render: error: ...``), exit 2, like user errors
+    found later; the usage text stays behind ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="msadtalker",
         description="MSadTalker: one portrait + speech -> a talking head, offline or live.",
     )

@@ -32,6 +32,12 @@ class PipelineConfig:
     lookahead_ms: int = 80
     seed: int = 0
 
+    def validate(self) -> None:
+        if self.lookahead_ms < 0:
+            raise ValueError("lookahead_ms must be >= 0")
+        if self.seed < 0:
+            raise ValueError("seed must be >= 0")
+
 
 @dataclass(frozen=True)
 class RenderConfig:
@@ -39,6 +45,9 @@ class RenderConfig:
     size: Literal[256, 512] = 256
     mode: Literal["crop", "full"] = "crop"
     still: bool = False
+    # Neural renderer only: inference backend (``engines.registry``) and device.
+    engine: Literal["torch", "onnxruntime", "tensorrt"] = "torch"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 @dataclass(frozen=True)

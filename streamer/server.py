@@ -10,6 +10,7 @@ Routes::
     POST /sessions/{id}/interrupt   barge-in: buffered audio cleared, avatar to rest
     DELETE /sessions/{id}           hang up
     GET  /healthz                   200 while sessions are accepted, 503 when draining or full
+    GET  /avatar.jpg                the avatar at rest (the pages show it before they connect)
 
 A publisher offer carries the mic (audio, sendrecv or sendonly) and receives the avatar video
 (and, with sendrecv audio, the delayed speech). It opens a room (``room`` names it, otherwise a
@@ -39,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import cv2
+import numpy as np
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc import clock as rtc_clock
@@ -58,8 +61,10 @@ from streamer.io.webrtc import (
     use_low_latency_receive,
 )
 from streamer.live import StageFactory
+from streamer.rest import rest_motion
 from streamer.rooms import ROOM_ID, Room, RoomRegistry
 from streamer.session import FrameSink, LiveSession, Subscription
+from streamer.types import VideoFrame
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +128,7 @@ class ServerState:
         self.draining = False
         self.tasks: set[asyncio.Task[Any]] = set()
         self.loopback = resolve_loopback_mode(self.server.ice_loopback, self.server.host)
+        self.poster: asyncio.Future[bytes] | None = None  # JPEG of the avatar at rest
 
     def spawn(self, coro: Awaitable[Any], name: str) -> None:
         _keep(self.tasks, coro, name)
@@ -156,6 +162,7 @@ def make_app(
         app.router.add_static("/static", web_dir)
     app.router.add_post("/offer", handle_offer)
     app.router.add_get("/healthz", handle_health)
+    app.router.add_get("/avatar.jpg", handle_poster)
     app.router.add_get("/sessions/{id}", handle_stats)
     app.router.add_post("/sessions/{id}/interrupt", handle_interrupt)
     app.router.add_delete("/sessions/{id}", handle_hangup)
@@ -198,6 +205,12 @@ async def _json_errors(
         if exc.status == 413:
             reason = "request body too large"
         return _error(exc.status, reason, headers=exc.headers)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise  # the client went away: there is no one to answer
+    except Exception:
+        # A bug, not the client's fault: still a JSON answer, and the details in the log.
+        log.exception("%s %s failed", request.method, request.path)
+        return _error(500, "internal server error")
 
 
 def _error(status: int, message: str, headers: Any = None) -> web.Response:
@@ -233,6 +246,31 @@ async def handle_health(request: web.Request) -> web.Response:
         "capacity": state.server.max_sessions,
     }
     return web.json_response(body, status=200 if status == "ok" else 503)
+
+
+async def handle_poster(request: web.Request) -> web.Response:
+    """The avatar at rest as a JPEG, rendered once (off the event loop) on first request."""
+    state = request.app[STATE]
+    if state.poster is None:
+        loop = asyncio.get_running_loop()
+        state.poster = loop.run_in_executor(None, _render_poster, state.stage_factory)
+    try:
+        jpeg = await asyncio.shield(state.poster)
+    except Exception:
+        log.exception("rendering the avatar poster failed")
+        raise OfferError(404, "the avatar picture is not available") from None
+    return web.Response(body=jpeg, content_type="image/jpeg", headers={"Cache-Control": "no-cache"})
+
+
+def _render_poster(stage_factory: StageFactory) -> bytes:
+    stages = list(stage_factory())
+    frames = stages[-1].push(rest_motion())
+    if len(frames) != 1 or not isinstance(frames[0], VideoFrame):
+        raise ValueError("the last stage is not a renderer")
+    ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(frames[0].image[..., ::-1]))
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return bytes(jpeg)
 
 
 async def handle_offer(request: web.Request) -> web.Response:

@@ -1,38 +1,45 @@
 """LiveSession: the one pipeline, driven in real time from a live audio source.
 
-A session owns a ``Pipeline`` built from the same stages as offline render (motion stages +
-the render stage), a ``JitterBuffer`` that mic audio is written into, a single-thread executor
-in which every ``pipeline.push`` runs (the event loop never waits on rendering), and a tick
-loop paced by an injected ``Clock``:
+A session owns the same stages as offline render: the motion stages, run as a ``Pipeline`` on a
+single-thread executor of their own (the event loop never waits on them), and the render stage,
+run by a ``LiveRender`` on a second thread (so that a renderer slower than real time holds up
+neither the motion nor the video). A ``JitterBuffer`` takes the mic audio and a tick loop paced
+by an injected ``Clock`` makes one frame per tick:
 
     frame k is made as soon as its 640 samples are in the jitter buffer, and at its deadline
     t0 + (k + 1) / 25 + jitter at the latest (audio is placed at its arrival time, so a frame
     is never complete before t0 + (k + 1) / 25: the pace stays 25 fps):
         take frame k's samples from the jitter buffer (zeros where the mic did not deliver
         in time: a stalled mic or lost packets make the avatar idle, video goes on)
-        push them through the pipeline (in the executor), write the outputs to the sinks
-        publish the outputs to every subscriber
+        push them through the motion stages (on the motion thread)
+        get the pictures of the motion frames that came out (render thread, waited for until
+        behind_frames frames past the due time at most), publish them, write the sinks
 
-With a ``VirtualClock`` and a source that delivers everything in time no zeros are inserted and
-the frames equal offline render's frame for frame.
+With a ``VirtualClock`` and a source that delivers everything in time no zeros are inserted,
+every frame gets its own picture and the frames equal offline render's frame for frame.
 
 Output fan-out: each subscriber (a video track, an audio track, a viewer's tracks) has its own
-bounded queue; sinks (trace recorders) are written synchronously in the executor and get every
-frame.
+bounded queue; sinks (trace recorders) are written in order on the motion thread and get every
+frame made.
 
 Drop policy (every drop is counted in ``SessionStats``):
 
 * Subscriber queue full: its oldest frame is dropped (``subscriber_drops``). A slow or dead
   subscriber never holds up the session or the other subscribers.
-* Behind real time: when a tick starts more than ``behind_frames`` frames late, that frame is
-  not rendered; motion still advances (every stage sees every frame, so state stays continuous)
-  and the last image is repeated (``renders_skipped``). Skipped frames cost next to nothing, so
-  the session catches up within a few ticks.
+* Renderer slower than real time: a frame whose picture is not ready ``behind_frames``
+  frames after its due time, or that comes while the renderer is still busy, shows the last
+  finished picture (``renders_skipped``; ``renders_late`` of them had a render started that
+  finished too late).
+  Motion advances for every frame and video stays at 25 fps; the picture changes at the rate
+  the renderer manages (see ``streamer.live_render``).
+* Behind real time: when a tick starts more than ``behind_frames`` frames late, no render is
+  started for it (the last picture is repeated, counted as above). Such frames cost next to
+  nothing, so the session catches up within a few ticks.
 * Audio that arrives after its frame was made is discarded (``JitterStats.samples_late``).
 
-Barge-in (``interrupt``): buffered audio is cleared, queued output frames are purged, and the
-next tick resets the pipeline (stages drop buffered input and return to rest), so the next
-frame published is at rest.
+Barge-in (``interrupt``): buffered audio is cleared, queued output frames are purged, a frame
+still being made is not published, and the next tick resets the stages (they drop buffered
+input and return to rest): the next frame published is at rest, with its own picture.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -53,6 +60,7 @@ from msadtalker.timing import FPS, SAMPLES_PER_FRAME
 from streamer.clock import Clock
 from streamer.config import ServerConfig
 from streamer.ingest import JitterBuffer
+from streamer.live_render import LiveRender
 from streamer.pipeline import Pipeline
 from streamer.stage import Stage
 from streamer.types import AudioChunk, MotionFrame, VideoFrame
@@ -68,46 +76,6 @@ class FrameSink(Protocol):
     def write(self, frame: Any) -> None: ...
 
     def close(self) -> None: ...
-
-
-class RenderGate:
-    """Wraps the render stage so that the session can skip rendering a frame.
-
-    When ``skip`` is set and an image has been rendered before, ``push`` returns the frame's
-    motion with the last image instead of rendering (the drop policy's "repeat the last
-    image"). Otherwise it is the wrapped stage, unchanged. Delay: the wrapped stage's.
-    """
-
-    def __init__(self, inner: Stage[MotionFrame, VideoFrame]) -> None:
-        self._inner = inner
-        self._last: np.ndarray | None = None
-        self.skip = False
-        self.skipped = 0
-
-    @property
-    def inner(self) -> Stage[MotionFrame, VideoFrame]:
-        return self._inner
-
-    @property
-    def delay_frames(self) -> int:
-        return self._inner.delay_frames
-
-    def push(self, item: MotionFrame) -> list[VideoFrame]:
-        if self.skip and self._last is not None and self._inner.delay_frames == 0:
-            self.skipped += 1
-            return [VideoFrame(motion=item, image=self._last)]
-        return self._remember(self._inner.push(item))
-
-    def flush(self) -> list[VideoFrame]:
-        return self._remember(self._inner.flush())
-
-    def reset(self) -> None:
-        self._inner.reset()
-
-    def _remember(self, frames: list[VideoFrame]) -> list[VideoFrame]:
-        if frames:
-            self._last = frames[-1].image
-        return frames
 
 
 class Subscription:
@@ -228,13 +196,16 @@ class FanOut:
 class SessionStats:
     ticks: int = 0  # frames pushed into the pipeline (one per tick)
     frames_out: int = 0  # frames published
-    renders_skipped: int = 0  # drop policy: rendered with the last image (behind real time)
+    frames_rendered: int = 0  # pictures the renderer made
+    renders_skipped: int = 0  # drop policy: published with the last picture, not their own
+    renders_late: int = 0  # of those: a render was started but missed the frame's deadline
     late_ticks: int = 0  # ticks that started after their deadline
     max_lag_ms: float = 0.0
-    step_ms_last: float = 0.0  # wall time of the last pipeline step (push + sinks)
+    step_ms_last: float = 0.0  # wall time of the last motion step (motion stages)
     step_ms_max: float = 0.0
+    render_ms_max: float = 0.0  # wall time of the slowest render of one frame
     interrupts: int = 0
-    purged_on_interrupt: int = 0
+    purged_on_interrupt: int = 0  # frames queued or being made when a barge-in came
     silent: bool = True
     silence_weight: float = 0.0
     mouth_open: float = 0.0
@@ -245,10 +216,12 @@ class SessionStats:
 class LiveSession:
     """Real-time driver of one pipeline (see the module docstring).
 
-    ``stages``: the motion stages followed by the render stage (the render stage is wrapped in
-    a ``RenderGate``); a stage list without a renderer (MotionFrame output) works too, then no
-    frame is ever skipped. ``clock``: the pacer (``RealtimeClock`` live, ``VirtualClock`` in
-    tests). ``sinks``: written with every output frame in order, closed when the session ends.
+    ``stages``: the motion stages followed by the render stage (``renders``, run by a
+    ``LiveRender``); with ``renders=False`` the stage list ends with the motion stage and the
+    session publishes ``MotionFrame``s. ``clock``: the pacer (``RealtimeClock`` live,
+    ``VirtualClock`` in tests). ``sinks``: written with every output frame in order, closed when
+    the session ends. ``render_executor``: where the render stage runs (default: a thread of
+    the session's own).
     """
 
     def __init__(
@@ -260,15 +233,17 @@ class LiveSession:
         session_id: str | None = None,
         sinks: Sequence[FrameSink] = (),
         renders: bool = True,
+        render_executor: Executor | None = None,
     ) -> None:
         self.config = config or ServerConfig()
         self.id = session_id or uuid.uuid4().hex[:12]
         stage_list = list(stages)
-        self._gate: RenderGate | None = None
+        self._render: LiveRender | None = None
         if renders:
-            self._gate = RenderGate(stage_list[-1])
-            stage_list[-1] = self._gate
-        self.pipeline: Pipeline[Any] = Pipeline(stage_list)
+            if len(stage_list) < 2:
+                raise ValueError("a rendering session needs motion stages and a render stage")
+            self._render = LiveRender(stage_list.pop(), clock, self.id, render_executor)
+        self.pipeline: Pipeline[Any] = Pipeline(stage_list)  # the motion stages
         self._clock = clock
         self._jitter_s = self.config.jitter_ms / 1000.0
         self.ingest = JitterBuffer(capacity_s=max(2.0, 4 * self._jitter_s))
@@ -279,6 +254,7 @@ class LiveSession:
         self._t0 = 0.0
         self._pushed = 0
         self._reset_pending = False
+        self._generation = 0  # barge-ins so far: a frame made across one is not published
         self._input_ended = False
         self._task: asyncio.Task[None] | None = None
         self._audio_waiter: tuple[int, asyncio.Future[None]] | None = None
@@ -290,7 +266,12 @@ class LiveSession:
 
     @property
     def delay_frames(self) -> int:
-        return self.pipeline.delay_frames
+        render = self._render.delay_frames if self._render is not None else 0
+        return self.pipeline.delay_frames + render
+
+    @property
+    def render(self) -> LiveRender | None:
+        return self._render
 
     @property
     def latency_s(self) -> float:
@@ -337,6 +318,7 @@ class LiveSession:
         self.stats.purged_on_interrupt += purged
         self.stats.interrupts += 1
         self._reset_pending = True
+        self._generation += 1
         return self.stats.ticks
 
     def subscribe(self, name: str, maxsize: int | None = None) -> Subscription:
@@ -373,7 +355,9 @@ class LiveSession:
         self._fanout.end()
         self.finished.set()
         loop = asyncio.get_running_loop()
-        # A step may still be running in the thread: wait for it before closing the sinks.
+        # A step may still be running in a thread: wait for it before closing the sinks.
+        if self._render is not None:
+            await self._render.aclose()
         await loop.run_in_executor(None, self._executor.shutdown, True)
         for sink in self._sinks:
             try:
@@ -384,10 +368,13 @@ class LiveSession:
     def snapshot(self) -> dict[str, Any]:
         """Live figures as plain JSON-able values."""
         stats = asdict(self.stats)
-        recent = np.asarray(self.stats.step_ms_recent, dtype=np.float64)
         stats.pop("step_ms_recent")
-        for name, q in (("step_ms_p50", 50), ("step_ms_p95", 95)):
-            stats[name] = round(float(np.percentile(recent, q)), 3) if len(recent) else 0.0
+        renders = self._render.render_ms_recent if self._render is not None else ()
+        for prefix, values in (("step_ms", self.stats.step_ms_recent), ("render_ms", renders)):
+            recent = np.asarray(values, dtype=np.float64)
+            for q in (50, 95):
+                value = round(float(np.percentile(recent, q)), 3) if len(recent) else 0.0
+                stats[f"{prefix}_p{q}"] = value
         stats["subscriber_drops"] = self._fanout.dropped
         stats["subscribers"] = len(self._fanout.subscribers)
         stats["ingest"] = asdict(self.ingest.stats)
@@ -427,10 +414,20 @@ class LiveSession:
                 else:
                     samples = self.ingest.read(index)
                 reset, self._reset_pending = self._reset_pending, False
-                frames = await loop.run_in_executor(
-                    self._executor, self._step, samples, skip, reset, final
+                generation = self._generation
+                if reset and self._render is not None:
+                    self._render.reset()
+                motions, step_ms = await loop.run_in_executor(
+                    self._executor, self._step, samples, reset, final
                 )
-                self._publish(frames)
+                self._count_step(step_ms)
+                frames = await self._pictures(motions, index, skip, final)
+                if generation == self._generation:
+                    self._publish(frames)
+                else:  # a barge-in came while this frame was being made
+                    self.stats.purged_on_interrupt += len(frames)
+                if self._sinks and frames:
+                    await loop.run_in_executor(self._executor, self._write_sinks, frames)
                 index += 1
                 self.stats.ticks = index
                 self._tick_event.set()
@@ -481,31 +478,51 @@ class LiveSession:
             if not waiter.done() and self.frame_ready(index):
                 waiter.set_result(None)
 
-    def _step(self, samples: np.ndarray, skip: bool, reset: bool, final: bool) -> list[VideoFrame]:
-        """One frame through the pipeline; runs in the session's thread."""
+    def _step(
+        self, samples: np.ndarray, reset: bool, final: bool
+    ) -> tuple[list[MotionFrame], float]:
+        """One frame of audio through the motion stages; runs on the session's thread."""
         started = time.perf_counter()
         if reset:
             self.pipeline.reset()
-        if self._gate is not None:
-            self._gate.skip = skip
         out: list[Any] = []
         if len(samples):
             out = self.pipeline.push(AudioChunk(samples=samples, start=self._pushed))
             self._pushed += len(samples)
         if final:
-            if self._gate is not None:
-                self._gate.skip = False
             out.extend(self.pipeline.flush())
-        for sink in self._sinks:
-            for frame in out:
-                sink.write(frame)
-        elapsed_ms = (time.perf_counter() - started) * 1000.0
-        if self._gate is not None:
-            self.stats.renders_skipped = self._gate.skipped
+        return out, (time.perf_counter() - started) * 1000.0
+
+    async def _pictures(
+        self, motions: list[MotionFrame], index: int, skip: bool, final: bool
+    ) -> list[Any]:
+        """The frames to publish for this tick's motion (MotionFrames when not rendering)."""
+        render = self._render
+        if render is None:
+            return list(motions)
+        # A frame may wait for its picture as long as a tick may be late before it is not
+        # rendered at all (``behind_frames``); at the end of the stream every remaining frame
+        # gets its own picture.
+        deadline = None if final else self.due_time(index) + self.config.behind_frames * FRAME_S
+        frames = await render.frames(motions, deadline, may_start=not skip)
+        if final:
+            frames.extend(await render.flush())
+        self.stats.frames_rendered = render.rendered
+        self.stats.renders_skipped = render.repeated
+        self.stats.renders_late = render.late
+        self.stats.render_ms_max = render.render_ms_max
+        return frames
+
+    def _count_step(self, elapsed_ms: float) -> None:
         self.stats.step_ms_last = elapsed_ms
         self.stats.step_ms_max = max(self.stats.step_ms_max, elapsed_ms)
         self.stats.step_ms_recent.append(elapsed_ms)
-        return out
+
+    def _write_sinks(self, frames: list[Any]) -> None:
+        """On the session's thread (file writes stay off the event loop)."""
+        for sink in self._sinks:
+            for frame in frames:
+                sink.write(frame)
 
     def _publish(self, frames: list[Any]) -> None:
         for frame in frames:

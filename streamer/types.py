@@ -59,8 +59,9 @@ class LipFrame:
 
     ``upper_lip`` / ``lower_lip``: lip positions in the lip source's own units (the weighter
     min-max normalises them). ``mouth_open`` in [0, 1]; ``mouth_wide`` in [-1, 1]
-    (spread > 0, rounded < 0). ``expression``: the 64 ExpNet coefficients on the neural path,
-    ``None`` on the default path.
+    (spread > 0, rounded < 0). ``expression``: on the neural path the 64 ExpNet coefficients
+    as a delta from the source photo's own expression (blink excluded; zero = the photo's
+    expression, see ``msadtalker.neural.motion``), ``None`` on the default path.
     """
 
     features: FeatureFrame
@@ -113,6 +114,8 @@ class MotionFrame:
     before the silence weighting. ``mouth_open``: the lip source's opening damped by the
     silence weight. ``blink``: eyelid closure in [0, 1]. ``expression``: on the neural path,
     the 64 ExpNet coefficients damped by the silence weight the same way as the mouth.
+    ``kp_driving``: on the neural path, the (15, 3) driving keypoints of the frame, set by the
+    keypoint stage just before the generator (``None`` until then and on the default path).
     """
 
     silence: SilenceFrame
@@ -121,6 +124,7 @@ class MotionFrame:
     mouth_open: float
     blink: float
     expression: np.ndarray | None = None
+    kp_driving: np.ndarray | None = None
 
     @property
     def index(self) -> int:

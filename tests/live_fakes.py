@@ -8,6 +8,10 @@ mouth height follows ``mouth_open``. The silence and motion stages are the real 
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -126,6 +130,56 @@ class FakeRenderStage:
         pass
 
 
+class SleepyRenderStage(FakeRenderStage):
+    """A renderer slower than real time in wall time: every picture takes ``cost_s``."""
+
+    def __init__(self, cost_s: float, size: int = FAKE_SIZE) -> None:
+        super().__init__(size)
+        self._cost = cost_s
+
+    def push(self, item: MotionFrame) -> list[VideoFrame]:
+        time.sleep(self._cost)  # the cost of a slow renderer (a test may sleep)
+        return super().push(item)
+
+
+class SlowRenderStage(FakeRenderStage):
+    """A renderer far slower than real time on a ``VirtualClock``: each ``push`` (on the
+    session's render thread) returns only once ``cost_s`` of virtual time has passed since it
+    began. ``rendered_for[id(image)]`` is the frame index a picture was made for."""
+
+    def __init__(self, clock: Any, cost_s: float, size: int = FAKE_SIZE) -> None:
+        super().__init__(size)
+        self._clock = clock
+        self._cost = cost_s
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._until: float | None = None
+        self._unblocked = False
+        self.rendered_for: dict[int, int] = {}
+        self.started: list[float] = []
+
+    def push(self, item: MotionFrame) -> list[VideoFrame]:
+        with self._lock:
+            self._until = self._clock.now() + self._cost
+            self.started.append(self._clock.now())
+        while not self._unblocked and not self.time_is_up():
+            self._wake.wait(0.0005)
+        (frame,) = super().push(item)
+        with self._lock:
+            self.rendered_for[id(frame.image)] = frame.index
+        return [frame]
+
+    def time_is_up(self) -> bool:
+        """The latest render has had all its (virtual) time."""
+        with self._lock:
+            return self._until is not None and self._clock.now() >= self._until - 1e-9
+
+    def unblock(self) -> None:
+        """Let every render finish at once (the end of a test)."""
+        self._unblocked = True
+        self._wake.set()
+
+
 def fake_stages(config: Config | None = None, render: bool = True) -> list[Any]:
     config = config or Config()
     lips = FakeLipStage()
@@ -151,26 +205,19 @@ def fake_stages(config: Config | None = None, render: bool = True) -> list[Any]:
 
 
 def stages_under_test(config: Config) -> Callable[[], list[Any]]:
-    """The stages the end-to-end (server, browser, kiosk) tests run: the real pipeline
-    (``streamer.live.live_stage_factory``: motion stages + the mesh renderer with the bundled
-    avatar) when this checkout has it, else the real motion stages + the stand-in renderer,
-    else the stand-ins above. The tests read the mouth through ``MouthProbe``, so they hold
-    for any renderer."""
-    import importlib.util
+    """The stages the end-to-end (server, browser, kiosk) tests run: the real pipeline, as
+    ``msadtalker serve`` builds it (motion stages + the mesh renderer, bundled avatar). The
+    tests read the mouth through ``MouthProbe``, so they hold for any renderer."""
+    factory = _prepared_factory(config)
+    return lambda: list(factory())
 
-    def have(name: str) -> bool:
-        return importlib.util.find_spec(name) is not None
 
-    if have("streamer.stages.render") and have("msadtalker.avatar"):
-        from streamer.live import live_stage_factory
+@functools.cache
+def _prepared_factory(config: Config) -> Callable[[], Any]:
+    """The avatar is prepared once per test process and config, as a server does at start."""
+    from streamer.live import live_stage_factory
 
-        factory = live_stage_factory(config)
-        return lambda: list(factory())
-    if have("streamer.stages.features") and have("streamer.stages.lips"):
-        from streamer.build import build_motion_stages
-
-        return lambda: [*build_motion_stages(config), FakeRenderStage()]
-    return lambda: fake_stages(config)
+    return live_stage_factory(config)
 
 
 def mouth_probe(stages: Callable[[], list[Any]]) -> Any:
@@ -227,13 +274,41 @@ class VirtualMic:
                 self.fed += 320
             await self.settle()
 
-    async def settle(self) -> None:
-        """Until every frame that is due, or whose audio is complete, has been made."""
+    async def run_past_a_slow_renderer(self, seconds: float, stage: SlowRenderStage) -> None:
+        """As ``run``, for a session whose renderer (``stage``) is slower than real time: after
+        each step, a render whose time is up is seen finished and every tick that can run has
+        run, except one waiting for its picture until a time that has not come yet."""
+        for _ in range(round(seconds / 0.02)):
+            await self.clock.advance(0.02)
+            if not self.stalled and self.fed < len(self.audio):
+                self.session.feed(self.audio[self.fed : self.fed + 320])
+                self.fed += 320
+            render = self.session.render
+            # A render whose time is up is finishing on its thread: let the session see it
+            # done before anything else happens, as it would in real time.
+            while render.busy and stage.time_is_up():  # noqa: ASYNC110 (a thread, no event)
+                await asyncio.sleep(0.0005)
+            # Every tick that is due or whose audio is in has run, unless it is waiting for
+            # a picture until a time that has not come yet.
+            due = self._ticks_due()
+            while self.session.stats.ticks < due and not self.session.finished.is_set():
+                waiting = render.waiting_until
+                if waiting is not None and waiting > self.clock.now() and not stage.time_is_up():
+                    break
+                await asyncio.sleep(0.0005)
+            for _ in range(20):
+                await asyncio.sleep(0)
+
+    def _ticks_due(self) -> int:
         end = self.session.ingest.end_position or 0
         due = self.session.stats.ticks
         while self.session.due_time(due) <= self.clock.now() or (due + 1) * 640 <= end:
             due += 1
-        await self.session.wait_ticks(due)
+        return due
+
+    async def settle(self) -> None:
+        """Until every frame that is due, or whose audio is complete, has been made."""
+        await self.session.wait_ticks(self._ticks_due())
 
 
 def _serve_fake() -> None:

@@ -163,6 +163,21 @@ def test_small_picture_from_112_px_works(tmp_path: Path, portrait: np.ndarray) -
     assert avatar.original.shape[:2] == (112, 112)
 
 
+def test_whole_portrait_shrunk_to_112_px_works(
+    tmp_path: Path, portrait: np.ndarray, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Head and shoulders at 112 px: the face is ~13 px from eyes to mouth. Usable, with a
+    # warning that the video will look soft.
+    path = _save(
+        tmp_path, "thumb.png", cv2.resize(portrait, (112, 112), interpolation=cv2.INTER_AREA)
+    )
+    with caplog.at_level(logging.WARNING, logger="msadtalker.avatar.prepare"):
+        avatar = prepare_avatar(path, 256)
+    assert avatar.image.shape == (256, 256, 3)
+    assert avatar.face_size_px < prepare_module.SOFT_FACE_PX
+    assert any("small face" in r.getMessage() for r in caplog.records)
+
+
 def test_grayscale_becomes_rgb(tmp_path: Path, portrait: np.ndarray) -> None:
     gray = Image.fromarray(portrait).convert("L")
     avatar = prepare_avatar(_save(tmp_path, "gray.png", gray), 256)
@@ -204,6 +219,24 @@ def test_exif_orientation_is_applied(tmp_path: Path, portrait: np.ndarray) -> No
     avatar = prepare_avatar(path, 256)
     eye_l, eye_r = eye_centres(avatar.landmarks)
     assert abs(eye_l[1] - eye_r[1]) < 0.1 * abs(eye_r[0] - eye_l[0])  # upright face
+
+
+@pytest.mark.parametrize("suffix", ["png", "jpg"])
+def test_exif_orientation_survives_the_reduction(
+    tmp_path: Path, portrait: np.ndarray, suffix: str
+) -> None:
+    # Reduced first, turned upright second (the transpose of a full-size photo would cost a
+    # whole extra copy): the result is the same upright picture, at the reduced size.
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(portrait, k=1)))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / f"phone.{suffix}"
+    stored.save(path, exif=exif)
+    rgb = load_image(path, max_side=168)
+    assert rgb.shape == (168, 168, 3)
+    small = cv2.resize(portrait, (168, 168), interpolation=cv2.INTER_AREA)
+    assert np.abs(rgb.astype(int) - small.astype(int)).mean() < 8
+    assert np.abs(rgb.astype(int) - np.rot90(small, k=1).astype(int)).mean() > 20
 
 
 def test_webp_and_animated_gif_first_frame(tmp_path: Path, portrait: np.ndarray) -> None:

@@ -1,18 +1,17 @@
 """Live == offline with the real pipeline: the same WAV through a live session (virtual clock,
 mic in time, no drops) and through the offline command gives the same trace, byte for byte.
 
-``msadtalker motion`` for the motion stages; ``msadtalker render`` for the whole pipeline once
-the render command and stage are in place. (``test_session.
+``msadtalker motion`` for the motion stages, ``msadtalker render`` for the whole pipeline
+(motion stages + renderer), whose mp4 must also hold the same pictures. (``test_session.
 test_live_session_equals_offline_render`` checks the same property with the stand-in stages.)
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import importlib.util
+import asyncio
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import soundfile as sf
@@ -21,29 +20,12 @@ from live_fakes import VirtualMic, speech_like
 from msadtalker.timing import SAMPLE_RATE
 from streamer.clock import VirtualClock
 from streamer.config import Config, ServerConfig
+from streamer.io.audio_source import AudioFileSource
 from streamer.io.trace import TraceWriter
+from streamer.pipeline import Pipeline
 from streamer.session import LiveSession
 
 pytestmark = pytest.mark.slow
-
-
-def _have(*modules: str) -> bool:
-    return all(importlib.util.find_spec(name) is not None for name in modules)
-
-
-MOTION_STAGES = ("streamer.stages.features", "streamer.stages.lips", "streamer.io.audio_source")
-
-
-def _render_writes_traces() -> bool:
-    if not _have(*MOTION_STAGES, "streamer.stages.render", "streamer.commands.render"):
-        return False
-    from streamer.cli import build_parser
-
-    for action in build_parser()._actions:
-        if isinstance(action, argparse._SubParsersAction) and "render" in action.choices:
-            render = action.choices["render"]
-            return any("--trace" in a.option_strings for a in render._actions)
-    return False
 
 
 def _speech_wav(tmp_path: Path) -> Path:
@@ -53,13 +35,23 @@ def _speech_wav(tmp_path: Path) -> Path:
     return wav
 
 
-async def _live_trace(stages: list, wav: Path, path: Path, renders: bool) -> LiveSession:
-    """``wav`` through a live session on a virtual clock, the mic delivering in time."""
-    audio_source = importlib.import_module("streamer.io.audio_source")
+async def _live_trace(
+    stages: list, wav: Path, path: Path, renders: bool, pictures: list | None = None
+) -> LiveSession:
+    """``wav`` through a live session on a virtual clock, the mic delivering in time; the
+    published pictures go to ``pictures``."""
     server = ServerConfig(jitter_ms=20)
     clock = VirtualClock()
     session = LiveSession(stages, clock, server, sinks=(TraceWriter(path),), renders=renders)
-    audio = np.concatenate([chunk.samples for chunk in audio_source.AudioFileSource(wav)])
+    audio = np.concatenate([chunk.samples for chunk in AudioFileSource(wav)])
+    if pictures is not None:
+        sub = session.subscribe("pictures", maxsize=100_000)
+
+        async def collect() -> None:
+            while (frame := await sub.get()) is not None:
+                pictures.append(frame.image)
+
+        collector = asyncio.create_task(collect())
     session.start()
     mic = VirtualMic(session, clock, audio)
     await mic.run(len(audio) / SAMPLE_RATE + 0.02)
@@ -67,10 +59,11 @@ async def _live_trace(stages: list, wav: Path, path: Path, renders: bool) -> Liv
     while not session.finished.is_set():
         await mic.run(0.04)
     await session.aclose()
+    if pictures is not None:
+        await collector
     return session
 
 
-@pytest.mark.skipif(not _have(*MOTION_STAGES), reason="the real feature / lip stages are not here")
 async def test_live_session_equals_msadtalker_motion(tmp_path: Path) -> None:
     from streamer.build import build_motion_stages
     from streamer.cli import main
@@ -85,27 +78,29 @@ async def test_live_session_equals_msadtalker_motion(tmp_path: Path) -> None:
     assert live.read_text() == offline.read_text()
 
 
-@pytest.mark.skipif(
-    not _render_writes_traces(), reason="`msadtalker render --trace` is not here yet"
-)
 async def test_live_session_equals_msadtalker_render(tmp_path: Path) -> None:
     from streamer.cli import main
     from streamer.live import live_stage_factory
 
     wav = _speech_wav(tmp_path)
     offline = tmp_path / "render.csv"
-    argv = [
-        "render",
-        "--audio",
-        str(wav),
-        "--out",
-        str(tmp_path / "out.mp4"),
-        "--trace",
-        str(offline),
-    ]
+    mp4 = tmp_path / "out.mp4"
+    argv = ["render", "--audio", str(wav), "--out", str(mp4), "--trace", str(offline)]
     assert main(argv) == 0
     live = tmp_path / "live.csv"
-    stages = list(live_stage_factory(Config())())
-    session = await _live_trace(stages, wav, live, renders=True)
+    factory = live_stage_factory(Config())
+    pictures: list[np.ndarray] = []
+    session = await _live_trace(list(factory()), wav, live, renders=True, pictures=pictures)
     assert session.ingest.stats.samples_missing == 0 and session.stats.renders_skipped == 0
     assert live.read_text() == offline.read_text()
+    # The pictures too: pixel for pixel those of the same stages run offline, and (through
+    # H.264) those of render's mp4.
+    chunks = AudioFileSource(wav)
+    reference = [frame.image for frame in Pipeline(list(factory())).run(chunks)]
+    assert len(pictures) == len(reference) == len(live.read_text().splitlines()) - 1
+    assert all(np.array_equal(a, b) for a, b in zip(pictures, reference, strict=True))
+    with av.open(str(mp4)) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(decoded) == len(pictures)
+    errors = [np.abs(a.astype(np.int16) - b).mean() for a, b in zip(pictures, decoded, strict=True)]
+    assert max(errors) < 4.0, max(errors)

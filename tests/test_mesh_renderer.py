@@ -215,6 +215,17 @@ def test_open_mouth_shows_a_dark_interior(renderer: MeshRenderer, avatar: Prepar
     assert luma.min() >= 1  # painted, never pure black
 
 
+def test_grayscale_photo_gets_a_gray_mouth(avatar: PreparedAvatar) -> None:
+    gray = cv2.cvtColor(cv2.cvtColor(avatar.image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    renderer = MeshRenderer(dataclasses.replace(avatar, image=gray), 512)
+    assert renderer.crop_view.style.chroma == 0.0
+    assert MeshRenderer(avatar, 512).crop_view.style.chroma == 1.0
+    frame = renderer.render(mouth_open=1.0).astype(int)
+    mouth = _mouth_mask(renderer, FaceControls(mouth_open=1.0), grow=9)
+    spread = frame.max(axis=2) - frame.min(axis=2)
+    assert spread[mouth].max() <= 1  # no red cavity or ivory teeth in a black-and-white photo
+
+
 def test_blink_closes_the_eyes(renderer: MeshRenderer, avatar: PreparedAvatar) -> None:
     rig = renderer.crop_view.rig
     rest_q = rig.vertices(rotation_matrix(0, 0, 0), 0.0, 0.0, 0.0)

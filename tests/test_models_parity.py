@@ -19,9 +19,9 @@ pytest.importorskip("safetensors")
 from export import parity  # noqa: E402
 from export.parity import (  # noqa: E402
     CHECK_GROUPS,
+    ParityEngine,
     ParityResult,
     Tolerance,
-    TorchParityEngine,
     compare,
     run_checks,
 )
@@ -36,14 +36,14 @@ def _by_name(results: list[ParityResult]) -> dict[str, ParityResult]:
 
 
 @pytest.fixture(scope="module")
-def engine_seed0(synthetic_checkpoints: Path, golden: dict[str, np.ndarray]) -> TorchParityEngine:
+def engine_seed0(synthetic_checkpoints: Path, golden: dict[str, np.ndarray]) -> ParityEngine:
     networks = parity.networks_for(golden, OUR_GROUPS)
-    return TorchParityEngine(synthetic_checkpoints, 256, networks)
+    return parity.make_engine("torch", synthetic_checkpoints, 256, networks)
 
 
 @pytest.fixture(scope="module")
 def results_seed0(
-    engine_seed0: TorchParityEngine, golden: dict[str, np.ndarray]
+    engine_seed0: ParityEngine, golden: dict[str, np.ndarray]
 ) -> dict[str, ParityResult]:
     return _by_name(run_checks(golden, engine_seed0, OUR_GROUPS))
 
@@ -92,7 +92,9 @@ def test_e2e_targets_follow_the_batch_rows(golden: dict[str, np.ndarray]) -> Non
 def test_wrong_weights_fail(
     synthetic_checkpoints_for_seed: Callable[[int], Path], golden: dict[str, np.ndarray]
 ) -> None:
-    engine = TorchParityEngine(synthetic_checkpoints_for_seed(7), 256, ["audio2exp", "mapping"])
+    engine = parity.make_engine(
+        "torch", synthetic_checkpoints_for_seed(7), 256, ["audio2exp", "mapping"]
+    )
     results = _by_name(run_checks(golden, engine, ["expnet", "mapping"]))
     assert results["expnet"].ok is False
     assert results["mapping70_logits"].ok is False
@@ -119,8 +121,8 @@ def test_compare_metrics() -> None:
 def test_unknown_engine_is_a_clear_error() -> None:
     from msadtalker.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="onnxruntime"):
-        parity.make_engine("onnxruntime", None, 256, [])
+    with pytest.raises(ConfigError, match="unknown engine backend 'tpu'"):
+        parity.make_engine("tpu", None, 256, [])
 
 
 def test_cli_help_lists_every_check() -> None:

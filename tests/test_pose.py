@@ -83,7 +83,8 @@ def test_lowpass_noise_has_unit_variance_and_less_jerk() -> None:
     default = CosinePoseGenerator(CosinePoseConfig(noise="lowpass"), seed=0).generate(5000)
     iid = CosinePoseGenerator(CosinePoseConfig(noise="iid"), seed=0).generate(5000)
     for axis in range(3):
-        assert _jerk_rms(iid[:, axis]) > 3 * _jerk_rms(default[:, axis])
+        # About an order of magnitude (8-10x over 10 minutes, msadtalker bench motion).
+        assert _jerk_rms(iid[:, axis]) > 6 * _jerk_rms(default[:, axis])
 
 
 def test_bad_config_is_refused() -> None:

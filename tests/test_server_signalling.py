@@ -6,6 +6,8 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 
+import cv2
+import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from live_fakes import stages_under_test
@@ -89,6 +91,7 @@ async def test_bad_offer_bodies_get_a_400(
 ) -> None:
     resp = await client.post("/offer", data=body, headers={"Content-Type": "application/json"})
     await _expect_error(resp, status, pattern)
+    _assert_clean(client)
 
 
 async def test_huge_bodies_and_sdp_are_refused_unread(client: TestClient, offer_sdp: str) -> None:
@@ -98,6 +101,7 @@ async def test_huge_bodies_and_sdp_are_refused_unread(client: TestClient, offer_
     padded = offer_sdp + "a=x-padding:" + "y" * limit + "\r\n"
     resp = await client.post("/offer", json={"type": "offer", "sdp": padded})
     await _expect_error(resp, 413, "larger than")
+    _assert_clean(client)
 
 
 async def test_offers_without_a_microphone_are_refused(client: TestClient) -> None:
@@ -110,27 +114,64 @@ async def test_offers_without_a_microphone_are_refused(client: TestClient) -> No
     no_video = await _offer_sdp(video=None)
     resp = await client.post("/offer", json={"type": "offer", "sdp": no_video})
     await _expect_error(resp, 400, "video")
+    _assert_clean(client)
 
 
-async def test_unsupported_codecs_are_refused(client: TestClient, offer_sdp: str) -> None:
-    # Offer only iSAC on the audio line: aiortc cannot decode it.
+def _only_codec(sdp: str, kind: str, payload: str, rtpmap: str) -> str:
+    """``sdp`` with the ``kind`` m-line offering nothing but ``rtpmap``."""
     out = []
-    in_audio = False
-    for line in offer_sdp.split("\r\n"):
+    current = None
+    for line in sdp.split("\r\n"):
         if line.startswith("m="):
-            in_audio = line.startswith("m=audio")
-            if in_audio:
-                line = " ".join([*line.split()[:3], "103"])
-                out.append(line)
-                out.append("a=rtpmap:103 ISAC/16000")
+            current = line[2:].split()[0]
+            if current == kind:
+                out += [" ".join([*line.split()[:3], payload]), f"a=rtpmap:{payload} {rtpmap}"]
                 continue
-        elif in_audio and line.startswith(("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:")):
+        elif current == kind and line.startswith(("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:")):
             continue
         out.append(line)
-    resp = await client.post("/offer", json={"type": "offer", "sdp": "\r\n".join(out)})
-    await _expect_error(resp, 400, "no supported audio codec")
+    return "\r\n".join(out)
+
+
+def _assert_clean(client: TestClient) -> None:
+    """Nothing of a refused offer is left: no peer, room, negotiation or task."""
     state = client.app[STATE]  # type: ignore[index]
     assert not state.peers and not len(state.rooms) and state.negotiating == 0
+    assert not state.tasks
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload", "rtpmap"),
+    [
+        ("audio", "103", "ISAC/16000"),
+        ("audio", "9", "G7221/16000"),
+        ("video", "98", "H265/90000"),
+        ("video", "45", "AV1/90000"),
+    ],
+)
+async def test_unsupported_codecs_are_refused(
+    client: TestClient, offer_sdp: str, kind: str, payload: str, rtpmap: str
+) -> None:
+    sdp = _only_codec(offer_sdp, kind, payload, rtpmap)
+    resp = await client.post("/offer", json={"type": "offer", "sdp": sdp})
+    await _expect_error(resp, 400, f"no supported {kind} codec")
+    _assert_clean(client)
+
+
+async def test_a_failure_of_ours_is_a_json_500_and_leaves_nothing(offer_sdp: str) -> None:
+    def broken() -> list:
+        raise RuntimeError("stage construction failed")
+
+    app = make_app(_config(), broken)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        resp = await client.post("/offer", json={"type": "offer", "sdp": offer_sdp})
+        await _expect_error(resp, 500, "internal server error")
+        _assert_clean(client)
+        assert (await client.get("/healthz")).status == 200
+    finally:
+        await client.close()
 
 
 async def test_unknown_sessions_and_rooms_are_404(client: TestClient, offer_sdp: str) -> None:
@@ -222,6 +263,11 @@ async def test_pages_are_served(client: TestClient) -> None:
         resp = await client.get(path)
         assert resp.status == 200
         assert marker in await resp.text()
+    # The avatar at rest, shown by the pages before they connect.
+    resp = await client.get("/avatar.jpg")
+    assert resp.status == 200 and resp.content_type == "image/jpeg"
+    picture = cv2.imdecode(np.frombuffer(await resp.read(), np.uint8), cv2.IMREAD_COLOR)
+    assert picture is not None and picture.shape[0] >= 64 and picture.std() > 10
 
 
 async def test_loopback_candidates_and_low_latency_receive_are_in_place() -> None:

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from live_fakes import FakeRenderStage, VirtualMic, fake_stages, mouth_darkness, speech_like
+from live_fakes import (
+    FakeRenderStage,
+    SlowRenderStage,
+    VirtualMic,
+    fake_stages,
+    mouth_darkness,
+    speech_like,
+)
 
 from msadtalker.blink import BlinkConfig
 from streamer.clock import VirtualClock
@@ -154,6 +161,78 @@ async def test_falling_behind_skips_renders_but_not_motion() -> None:
     assert repeats == skipped
     assert session.snapshot()["dropped_frames"] == skipped
     await session.aclose()
+
+
+async def test_a_renderer_five_times_slower_than_real_time_never_stalls_the_video() -> None:
+    """Each picture takes 200 ms (of session time) to render: every frame is still published
+    by its deadline, with the last finished picture when its own is not ready
+    (counted), the avatar keeps changing at the renderer's pace, and a barge-in shows the
+    avatar at rest on the next frame."""
+    clock = VirtualClock()
+    stages = fake_stages()
+    slow = SlowRenderStage(clock, cost_s=0.2)
+    stages[-1] = slow
+    session = LiveSession(stages, clock, SERVER)
+    sub = session.subscribe("video", maxsize=4)
+    published: list[tuple[float, VideoFrame]] = []
+
+    async def read() -> None:
+        while (frame := await sub.get()) is not None:
+            published.append((clock.now(), frame))
+
+    reader = asyncio.create_task(read())
+    session.start()
+    mic = VirtualMic(session, clock, speech_like([(0.2, 4.0)], 4.0))
+    try:
+        await mic.run_past_a_slow_renderer(2.0, slow)
+        speaking = published[-1][1]
+        session.interrupt()
+        interrupted_at = len(published)
+        await mic.run_past_a_slow_renderer(1.0, slow)
+    finally:
+        slow.unblock()
+    await session.aclose()
+    await reader
+
+    delay = session.delay_frames
+    frames = [f for _, f in published]
+    assert [f.index for f in frames[:interrupted_at]] == list(range(interrupted_at))
+    # No frame waited for the renderer past its deadline (behind_frames after its due time,
+    # + one 20 ms step of the test's clock), except the very first (nothing to show before
+    # it: it waits for its own picture) and the frames that came due meanwhile.
+    held = published[0][0]
+    allowed = SERVER.behind_frames * 0.04 + 0.02 + 1e-9
+    late = [
+        frame.index
+        for t, frame in published
+        if t != held and t > session.due_time(frame.index + delay) + allowed
+    ]
+    assert not late
+    assert sum(t == held for t, _ in published) <= 0.2 / 0.04 + 2
+    own = [slow.rendered_for.get(id(f.image)) == f.index for f in frames]
+    assert own[0]
+    # The barge-in: the next frame is at rest and so is its picture (its own, or the last
+    # one rendered at rest), never the speaking picture of before.
+    assert speaking.motion.mouth_open > 0.2
+    first_after = frames[interrupted_at]
+    assert first_after.motion.silence.weight == 0.0 and first_after.motion.mouth_open == 0.0
+    shown_for = slow.rendered_for[id(first_after.image)]
+    shown = next(f for f in frames if f.index == shown_for)
+    assert shown.motion.silence.weight == 0.0 and shown.motion.mouth_open <= 0.02
+    assert mouth_darkness(first_after.image) < 0.1 < mouth_darkness(speaking.image)
+    # 3 s, a render every 200-240 ms (the next one starts with the first tick after one ends):
+    # 12-15 pictures for ~75 frames. A render takes longer than a frame may wait, so only the
+    # first frame shows its own picture; every other frame shows the last finished one
+    # (counted), and every render was late for its own frame.
+    stats = session.snapshot()
+    assert stats["renders_skipped"] == own.count(False) + session.stats.purged_on_interrupt
+    assert own.count(True) == 1
+    assert 3.0 / 0.24 - 3 <= stats["frames_rendered"] <= 3.0 / 0.2 + 2
+    assert stats["renders_late"] >= stats["frames_rendered"] - 3
+    assert stats["dropped_frames"] >= stats["renders_skipped"]
+    distinct = len({id(f.image) for f in frames})
+    assert distinct >= 10  # the picture changes at the renderer's own rate
+    assert sub.dropped == 0  # the reader kept up: nothing piled up
 
 
 async def test_a_subscriber_that_never_reads_stays_bounded_and_harms_no_one() -> None:

@@ -92,8 +92,9 @@ def test_short_lookahead_keeps_detection_and_emits_early(lookahead: int) -> None
         decisions.extend(new)
     decisions.extend(weighter.flush())
     assert weighter.delay_frames == lookahead
-    assert all(after - d.index == lookahead for after, d in zip(emitted_after, decisions,
-                                                               strict=False))
+    assert all(
+        after - d.index == lookahead for after, d in zip(emitted_after, decisions, strict=False)
+    )
     np.testing.assert_array_equal([d.silent for d in decisions], silent)
 
 
@@ -147,3 +148,55 @@ def test_bad_config() -> None:
         CausalSilenceWeighter(SilenceConfig(window=4))
     with pytest.raises(ValueError):
         CausalSilenceWeighter(lookahead=-1)
+
+
+# ---------------------------------------------------------------------------- real speech
+
+
+@pytest.fixture(scope="module")
+def speech_clips():
+    speech = pytest.importorskip("speech")
+    if not speech.have_espeak():
+        pytest.skip("espeak-ng not installed")
+    return {
+        lang: speech.speech_with_gaps(texts, lang)
+        for lang, texts in (("en", speech.ENGLISH), ("cmn", speech.MANDARIN))
+    }
+
+
+def _pipeline_silence(audio: np.ndarray):
+    from streamer.build import build_motion_stages
+    from streamer.config import Config
+    from streamer.pipeline import Pipeline
+    from streamer.types import AudioChunk
+
+    frames = list(
+        Pipeline(build_motion_stages(Config())).run(
+            AudioChunk(samples=audio[i : i + 320], start=i) for i in range(0, len(audio), 320)
+        )
+    )
+    silent = np.array([f.silence.silent for f in frames])
+    weight = np.array([f.silence.weight for f in frames])
+    upper = np.array([f.lips.upper_lip for f in frames])
+    lower = np.array([f.lips.lower_lip for f in frames])
+    return silent, weight, upper, lower
+
+
+@pytest.mark.parametrize("snr_db", [None, 10.0], ids=["clean", "pink10dB"])
+@pytest.mark.parametrize("language", ["en", "cmn"])
+def test_detector_finds_inserted_gaps_in_speech(speech_clips, language, snr_db):
+    from speech import add_pink_noise
+
+    clip = speech_clips[language]
+    audio = clip.audio if snr_db is None else add_pink_noise(clip.audio, snr_db, 5, clip)
+    silent, weight, upper, lower = _pipeline_silence(audio)
+    gap = clip.gap_frames()[: len(silent)]
+    assert silent[gap].mean() > 0.9  # recall of the inserted silence, frame by frame
+    interior = clip.gap_frames(settle_s=0.2, margin_s=0.12)[: len(silent)]
+    assert (weight[interior] == 0.0).mean() > 0.95  # the head is at rest inside the gaps
+    speech_frames = clip.speech_frames()[: len(silent)]
+    assert (weight[speech_frames] >= 0.5).mean() > 0.8  # and moves while speaking
+    # The streaming detection (running normalisation) calls the same frames as the paper's
+    # offline form over the whole clip, here where every 8 s window holds speech.
+    offline, _ = silence_weights_offline(upper, lower)
+    assert (offline == silent).mean() > 0.97

@@ -40,7 +40,50 @@
 
   function setStatus(text) {
     state.status = text;
-    $("status").textContent = text;
+    const el = $("status");
+    el.textContent = text;
+    el.dataset.state = text.startsWith("error") ? "error" : text;
+  }
+
+  function showError(text) {
+    const el = $("error");
+    if (!el) return;
+    el.textContent = text || "";
+    el.hidden = !text;
+  }
+
+  // Microphone level (publisher): so that a person sees the mic is heard before the avatar
+  // has anything to say.
+  let meter = null;
+  function watchMic(stream) {
+    const bar = $("mic-level");
+    if (!bar || !window.AudioContext) return;
+    const context = new AudioContext();
+    const analyser = context.createAnalyser();
+    analyser.fftSize = 1024;
+    context.createMediaStreamSource(stream).connect(analyser);
+    const samples = new Float32Array(analyser.fftSize);
+    meter = { context, running: true };
+    const draw = () => {
+      if (!meter || !meter.running) return;
+      analyser.getFloatTimeDomainData(samples);
+      let sum = 0;
+      for (const v of samples) sum += v * v;
+      const db = 10 * Math.log10(sum / samples.length + 1e-10);
+      // -60 dBFS .. -10 dBFS across the bar.
+      bar.style.width = `${Math.max(0, Math.min(100, ((db + 60) / 50) * 100))}%`;
+      requestAnimationFrame(draw);
+    };
+    draw();
+  }
+
+  function unwatchMic() {
+    if (meter) {
+      meter.running = false;
+      meter.context.close().catch(() => {});
+    }
+    meter = null;
+    if ($("mic-level")) $("mic-level").style.width = "0";
   }
 
   function show(id, text) {
@@ -80,6 +123,7 @@
   async function start() {
     $("start").disabled = true;
     state.error = null;
+    showError(null);
     setStatus("connecting");
     try {
       if (role === "viewer" && !state.room) throw new Error("no room in the address (?room=ID)");
@@ -104,6 +148,7 @@
           video: false,
         });
         pc.addTransceiver(mic.getAudioTracks()[0], { direction: "sendrecv" });
+        watchMic(mic);
       } else {
         pc.addTransceiver("audio", { direction: "recvonly" });
       }
@@ -134,7 +179,8 @@
       pollTimer = setInterval(poll, 500);
     } catch (err) {
       state.error = String((err && err.message) || err);
-      setStatus(`error: ${state.error}`);
+      setStatus("error");
+      showError(state.error);
       await stop("error");
     }
   }
@@ -160,20 +206,40 @@
       return;
     }
     const s = state.server.session;
-    // Mic sample -> mouth on screen: the server's designed delay (frame + jitter allowance +
-    // lookahead), its processing time, the network round trip (mic up, video down) and our
-    // video jitter buffer.
-    state.latencyMs = Math.round(s.latency_ms_designed + s.step_ms_p50 + 1000 * (rtt + jitterBuffer));
-    show("latency", `≈ ${state.latencyMs} ms`);
+    // Mic sample -> mouth on screen: the server's designed delay (frame + lookahead), its
+    // processing (motion + render), the network round trip (mic up, video down) and this
+    // browser's video jitter buffer.
+    const processing = s.step_ms_p50 + (s.render_ms_p50 || 0);
+    const network = 1000 * (rtt + jitterBuffer);
+    state.latencyMs = Math.round(s.latency_ms_designed + processing + network);
+    show("latency", `${state.latencyMs} ms`);
+    show("latency-detail", `pipeline ${Math.round(s.latency_ms_designed)} · work ${Math.round(processing)} · net ${Math.round(network)}`);
     show("fps", state.fps ? state.fps.toFixed(1) : `${s.fps}`);
-    show("silence", s.silent ? `silent (w ${s.silence_weight.toFixed(2)})` : `speaking (w ${s.silence_weight.toFixed(2)})`);
-    show("dropped", `${s.dropped_frames} / ${s.frames_out}`);
+    show("fps-detail", `server ${s.fps.toFixed(1)}`);
+    const voice = s.silent ? "silent" : "speaking";
+    show("silence", voice);
+    const weight = $("weight");
+    if (weight) weight.style.width = `${Math.round(100 * s.silence_weight)}%`;
+    const badge = $("badge");
+    if (badge) {
+      badge.hidden = false;
+      badge.dataset.voice = voice;
+      badge.textContent = voice;
+    }
+    const share = s.frames_out ? (100 * s.dropped_frames) / s.frames_out : 0;
+    show("dropped", `${s.dropped_frames}`);
+    show("dropped-detail", `${share.toFixed(1)} % of ${s.frames_out} frames`);
     show("viewers", `${state.server.viewers}`);
   }
 
   async function interrupt() {
     if (!state.sessionId) return;
-    await fetch(`/sessions/${state.sessionId}/interrupt`, { method: "POST" });
+    const button = $("interrupt");
+    const response = await fetch(`/sessions/${state.sessionId}/interrupt`, { method: "POST" });
+    if (response.ok && button) {
+      button.classList.add("flash");
+      setTimeout(() => button.classList.remove("flash"), 400);
+    }
   }
 
   async function stop(reason) {
@@ -186,16 +252,35 @@
     }
     if (mic) mic.getTracks().forEach((t) => t.stop());
     mic = null;
+    unwatchMic();
     if (pc) pc.close();
     pc = null;
     document.querySelector(".stage").classList.remove("live");
+    if ($("badge")) $("badge").hidden = true;
     $("start").disabled = false;
     $("stop").disabled = true;
     if ($("interrupt")) $("interrupt").disabled = true;
     if (!state.error) setStatus(reason && reason !== "user" ? reason : "idle");
+    if ($("share")) $("share").hidden = true;
   }
 
   $("start").addEventListener("click", start);
   $("stop").addEventListener("click", () => stop("user"));
-  if ($("interrupt")) $("interrupt").addEventListener("click", interrupt);
+  if ($("interrupt")) {
+    $("interrupt").addEventListener("click", interrupt);
+    document.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && !$("interrupt").disabled) interrupt();
+    });
+  }
+  if ($("copy")) {
+    $("copy").addEventListener("click", async () => {
+      try {
+        await navigator.clipboard.writeText($("viewer-link").href);
+        $("copy").textContent = "Copied";
+      } catch (err) {
+        $("copy").textContent = "Select and copy";
+      }
+      setTimeout(() => { $("copy").textContent = "Copy"; }, 1500);
+    });
+  }
 })();

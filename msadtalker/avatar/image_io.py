@@ -18,16 +18,19 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from msadtalker.errors import AvatarInputError
 
 MIN_SIDE = 64
 DEFAULT_MAX_SIDE = 4096
+
+log = logging.getLogger(__name__)
 
 
 def load_image(path: str | Path, max_side: int = DEFAULT_MAX_SIDE) -> np.ndarray:
@@ -70,19 +73,41 @@ def decode_image(data: bytes, name: str, max_side: int = DEFAULT_MAX_SIDE) -> np
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise AvatarInputError(f"{name}: truncated or corrupt image ({exc})") from None
 
-    try:
-        upright = ImageOps.exif_transpose(image)
-        if upright is not None:
-            image = upright  # type: ignore[assignment]
-    except Exception:  # a broken EXIF block must not make the image unusable
-        pass
-    rgb = _to_rgb(_reduce(image, max_side))
+    # Reduce BEFORE turning upright: the transpose copies the image, and on a 12000 px photo
+    # that copy alone is ~430 MB. Reduction is symmetric in x and y, so the order is moot.
+    transpose = _orientation(image, name)
+    picture = _reduce(image, max_side)
+    if transpose is not None:
+        picture = picture.transpose(transpose)
+    rgb = _to_rgb(picture)
     h, w = rgb.shape[:2]
     if min(h, w) < MIN_SIDE:
         raise AvatarInputError(
             f"{name}: image is {w}x{h} pixels, too small (needs at least {MIN_SIDE} px a side)"
         )
     return rgb
+
+
+def _orientation(image: Image.Image, name: str) -> Image.Transpose | None:
+    """The transpose that makes an EXIF-rotated photo upright (None: already upright)."""
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError) as exc:
+        # A broken EXIF block must not make the picture unusable; it is then taken as is.
+        log.warning("%s: unreadable EXIF data (%s); orientation not applied", name, exc)
+        return None
+    return _TRANSPOSES.get(orientation)
+
+
+_TRANSPOSES = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def _reduce(image: Image.Image, max_side: int) -> Image.Image:
@@ -118,9 +143,13 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
         or (mode in ("RGB", "L") and "transparency" in image.info)
     )
     if has_alpha:
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
-        alpha = rgba[:, :, 3:4] / 255.0
-        out = rgba[:, :, :3] * alpha + 255.0 * (1.0 - alpha)
-        result: np.ndarray = np.clip(out + 0.5, 0, 255).astype(np.uint8)
-        return result
+        # Integer "over white" (c * a + 255 * (255 - a)) / 255 fits in uint16 and needs a
+        # third of the memory of a float32 version on a 4096 px picture.
+        rgba = np.asarray(image.convert("RGBA"))
+        alpha = rgba[:, :, 3:4].astype(np.uint16)
+        mixed = rgba[:, :, :3] * alpha
+        mixed += 255 * (255 - alpha)
+        mixed += 127
+        mixed //= 255
+        return mixed.astype(np.uint8)
     return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))

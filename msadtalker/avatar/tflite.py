@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,35 @@ def load_interpreter(path: Path, num_threads: int = 1) -> Any:
         ) from exc
     if not path.is_file():
         raise CheckpointError(f"bundled face model missing: {path} (reinstall msadtalker)")
-    interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-    interpreter.allocate_tensors()
+    with _native_stderr_silenced():
+        interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+        interpreter.allocate_tensors()
     return interpreter
+
+
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the duration.
+
+    LiteRT's C++ runtime writes "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." to
+    fd 2 when an interpreter is built, and no log level or environment variable reaches that
+    logger; it would sit in front of the CLI's one-line error messages. Interpreters are built
+    once per process (avatar preparation), so the window in which other stderr output could
+    be lost is a few milliseconds at start-up.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (detached process): nothing to silence
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+        finally:
+            os.close(devnull)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

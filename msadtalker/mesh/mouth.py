@@ -39,6 +39,10 @@ class MouthStyle:
     lip: np.ndarray  # (3,) float32 RGB, median lip colour of the photo
     teeth: np.ndarray  # (3,) float32 RGB
     mouth_width: float  # rest outer-corner distance, pixels
+    # How colourful the photo's skin is, 0 (grayscale, sepia-free) .. 1 (ordinary colour
+    # photo): the painted interior's own tints (red mucosa, ivory teeth) are scaled by it, so
+    # a black-and-white portrait does not get a coloured mouth.
+    chroma: float = 1.0
 
     @property
     def teeth_height(self) -> float:
@@ -70,8 +74,21 @@ def mouth_style(image: np.ndarray, landmarks: np.ndarray, mouth_width: float) ->
     luma = float(np.asarray(skin) @ np.array([0.299, 0.587, 0.114]))
     gain = float(np.clip(luma / 165.0, 0.5, 1.0))
     ivory = np.array([228.0, 218.0, 196.0])
-    teeth = ((0.8 * ivory + 0.2 * skin / max(luma, 1.0) * 200.0) * gain).astype(np.float32)
-    return MouthStyle(lip=lip, teeth=teeth, mouth_width=mouth_width)
+    teeth = ((0.65 * ivory + 0.35 * skin / max(luma, 1.0) * 205.0) * gain).astype(np.float32)
+    return MouthStyle(lip=lip, teeth=teeth, mouth_width=mouth_width, chroma=_chroma(skin_px))
+
+
+# Saturation (max - min) / max of skin at and above which a photo counts as fully in colour;
+# skin in colour photos measures about 0.2-0.45, grayscale 0, faded/sepia prints ~0.05-0.1.
+FULL_COLOUR_SATURATION = 0.15
+
+
+def _chroma(skin: np.ndarray) -> float:
+    if len(skin) < 8:
+        return 1.0
+    hi, lo = skin.max(axis=1), skin.min(axis=1)
+    saturation = float(np.median((hi - lo) / np.maximum(hi, 1.0)))
+    return float(np.clip(saturation / FULL_COLOUR_SATURATION, 0.0, 1.0))
 
 
 def _smooth(t: np.ndarray) -> np.ndarray:
@@ -172,6 +189,9 @@ def draw_mouth(
         # The photo's teeth fade into the dark instead of ending on a hard line.
         alpha *= 0.25 + 0.75 * _smooth((below_top + 0.5) / (2.5 * scale))
 
+    if style.chroma < 1.0:
+        gray = (colour @ np.array([0.299, 0.587, 0.114], np.float32))[:, :, None]
+        colour = gray + (colour - gray) * np.float32(style.chroma)
     sigma = 0.45 * scale
     if sigma > 0.3:
         colour = cv2.GaussianBlur(colour, (0, 0), sigma)
@@ -199,7 +219,7 @@ def _paint_upper_teeth(
     band = _smooth((below_lip + 1.5 * scale) / (1.5 * scale))
     band *= 1.0 - _smooth((below_lip - length + 0.8 * scale) / (1.6 * scale))
     band *= 1.0 - _smooth((au - 0.5) / 0.25)
-    light = 0.6 + 0.3 * _smooth(below_lip / (0.5 * th))  # shadow under the lip
+    light = 0.7 + 0.3 * _smooth(below_lip / (0.5 * th))  # shadow under the lip
     light *= 1.0 - 0.6 * au * au  # side teeth recede into the dark
     edge_px = np.minimum(across, 1.0 - across) * (hi - lo) * half
     # Gaps between teeth, fading out toward the sides.

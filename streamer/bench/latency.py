@@ -13,6 +13,10 @@ sharp onsets as its microphone (paced like a real mic) and watches the video it 
   time stamps follow the frame index) and its picture shows when it arrives. The error is
   picture time - sound time: positive = video late. p50 / p95 over all frames.
 
+* Breakdown of each onset's latency into the rest of its frame, the mouth's rise, the
+  pipeline's designed lookahead and the overhead (transport, processing, coding): see
+  ``streamer.bench.breakdown``.
+
 The mouth probe, and the open-mouth threshold (30 % of the median peak opening of the bursts in
 the offline render of the same speech), come from the same stages the server runs.
 """
@@ -29,7 +33,15 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from msadtalker.timing import FPS, SAMPLE_RATE
+from msadtalker.timing import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from streamer.bench.breakdown import (
+    FRAME_MS,
+    OnsetBreakdown,
+    frame_overhead_ms,
+    onset_breakdown,
+    session_offset,
+    summary,
+)
 from streamer.bench.live import ServerProcess, session_stats
 from streamer.bench.mouth import MouthProbe
 from streamer.bench.signals import OnsetSpeech, onset_speech
@@ -42,6 +54,7 @@ log = logging.getLogger(__name__)
 
 DESCRIPTION = "live: mic sample -> mouth visible on the receiver (p50/p95) and A/V sync"
 AUDIO_RATE = 48_000
+VIDEO_TICKS = 3600
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -123,9 +136,15 @@ async def measure(
     assert mic is not None
     arrivals = np.array([f.arrival for f in client.video])
     opened = np.array([float(f.value) for f in client.video])
+    frames = np.array([f.pts // VIDEO_TICKS for f in client.video])
     sync = _av_sync_ms(client)
+    session = stats.get("session", {})
+    delay = int(session.get("pipeline_delay_frames", 0))
+    returned = [(p.pts, p.samples) for p in client.received_audio]
+    offset = session_offset(returned, speech.samples)
 
     per_onset: list[dict[str, Any]] = []
+    parts: list[OnsetBreakdown] = []
     for onset in speech.onsets:
         captured = mic.capture_time(onset)
         after = np.nonzero((arrivals >= captured) & (opened > threshold))[0]
@@ -138,14 +157,41 @@ async def measure(
         shown = float(arrivals[after[0]])
         entry["latency_ms"] = round((shown - captured) * 1000.0, 2)
         entry["valid"] = True
+        if offset is not None:
+            part = onset_breakdown(
+                onset, int(frames[after[0]]), shown, offset, mic.capture_time, delay
+            )
+            parts.append(part)
+            entry.update(
+                fill_ms=round(part.fill_ms, 2),
+                ramp_ms=round(part.ramp_ms, 2),
+                overhead_ms=round(part.overhead_ms, 2),
+            )
         per_onset.append(entry)
 
     latencies = [e["latency_ms"] for e in per_onset if "latency_ms" in e]
-    session = stats.get("session", {})
+    overheads = []
+    if offset is not None:
+        clip_frames = (len(speech.samples) + offset) // SAMPLES_PER_FRAME
+        overheads = [
+            frame_overhead_ms(int(k), float(r), offset, mic.capture_time, delay)
+            for k, r in zip(frames, arrivals, strict=True)
+            if (k + 1) * SAMPLES_PER_FRAME - offset > 0 and k < clip_frames
+        ]
     return {
-        "latency_ms": _summary(latencies),
+        "latency_ms": summary(latencies),
+        "breakdown_ms": {
+            "designed": round(delay * FRAME_MS, 1),
+            "fill": summary([p.fill_ms for p in parts]),
+            "ramp": summary([p.ramp_ms for p in parts]),
+            "overhead_at_onsets": summary([p.overhead_ms for p in parts]),
+            "overhead_all_frames": summary(overheads),
+            "server_motion_step_p50": session.get("step_ms_p50"),
+            "server_render_p50": session.get("render_ms_p50"),
+            "session_offset_samples": offset,
+        },
         "av_sync_ms": {
-            **_summary(sync),
+            **summary(sync),
             "p95_abs": round(float(np.percentile(np.abs(sync), 95)), 2) if sync else None,
         },
         "onsets": len(speech.onsets),
@@ -156,18 +202,6 @@ async def measure(
         "server_dropped_frames": session.get("dropped_frames"),
         "frames_received": len(client.video),
         "per_onset": per_onset,
-    }
-
-
-def _summary(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"n": 0}
-    return {
-        "n": len(values),
-        "p50": round(float(np.percentile(values, 50)), 2),
-        "p95": round(float(np.percentile(values, 95)), 2),
-        "mean": round(float(np.mean(values)), 2),
-        "max": round(float(np.max(values)), 2),
     }
 
 

@@ -15,24 +15,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from msadtalker.timing import SAMPLES_PER_FRAME
-from streamer.types import FeatureFrame, HeadPose, LipFrame, MotionFrame, SilenceFrame
+from streamer.rest import rest_motion
 
-_REST = HeadPose(0.0, 0.0, 0.0)
-
-
-def rest_motion(mouth_open: float, index: int = 0) -> MotionFrame:
-    """A frame of motion at the rest pose with the given mouth opening (eyes open)."""
-    features = FeatureFrame(
-        index=index,
-        audio=np.zeros(SAMPLES_PER_FRAME, dtype=np.float32),
-        mel=np.zeros((80, 16), dtype=np.float32),
-    )
-    lips = LipFrame(features=features, upper_lip=0.0, lower_lip=0.0, mouth_open=mouth_open)
-    silence = SilenceFrame(lips=lips, silent=mouth_open == 0.0, weight=1.0)
-    return MotionFrame(
-        silence=silence, pose=_REST, pose_raw=_REST, mouth_open=mouth_open, blink=0.0
-    )
+__all__ = ["MouthProbe", "rest_motion"]
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,11 @@ pipeline.
   a warm-up. Reports frames/s (frames / total time) and p50 / p95 milliseconds per frame.
 * Offline pipeline: ``--seconds`` of synthetic speech through the real stages (features ->
   lips -> silence -> motion -> mesh render) into an H.264 MP4 (PyAV, as ``msadtalker
-  render`` writes it), frames / wall time. If the motion stages cannot be built in this
-  checkout, the figure covers the renderer plus H.264 encoding of its frames only, and
-  ``pipeline`` says so.
+  render`` writes it), frames / wall time.
+
+Both are also given per CPU second of this process (``*_cpu_fps``): on a machine shared with
+other work the wall-clock figures drop with the load, the CPU-time ones much less (they still
+suffer from the caches being shared), so the two together say how loaded the run was.
 
 ``--threads N`` (default 1) sets OpenCV's thread count AND pins the process to N CPU cores
 (where the OS allows), so "1" really measures one core (x264 included, for the pipeline).
@@ -62,17 +64,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with single_core(args.threads) as cores:
         avatar = prepare_avatar(avatar_path, args.size)
         renderer = MeshRenderer(avatar, args.size)
-        render = (
-            renderer.render_full_controls if args.mode == "full" else (renderer.render_controls)
-        )
-        timings = time_renderer(render, args.frames)
+        render = renderer.render_full_controls if args.mode == "full" else renderer.render_controls
+        timings, cpu_s = time_renderer(render, args.frames)
         pipeline = time_pipeline(args, renderer) if args.seconds > 0 else {}
     frame = render(speech_controls(0))
     result: dict[str, Any] = {
         "renderer_fps": round(len(timings) / float(np.sum(timings)), 1),
+        "renderer_cpu_fps": round(len(timings) / cpu_s, 1),
         "p50_ms": round(float(np.percentile(timings, 50)) * 1000, 3),
         "p95_ms": round(float(np.percentile(timings, 95)) * 1000, 3),
         "pipeline_fps": pipeline.get("fps"),
+        "pipeline_cpu_fps": pipeline.get("cpu_fps"),
         "pipeline": pipeline.get("what", "skipped (--seconds 0)"),
         "size": args.size,
         "mode": args.mode,
@@ -80,6 +82,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "frames": len(timings),
         "threads": args.threads,
         "cores_pinned": cores,
+        "load_average": _load_average(),
         "avatar": str(avatar_path),
         "machine": machine_info(),
     }
@@ -104,86 +107,57 @@ def speech_controls(i: int) -> Any:
     )
 
 
-def time_renderer(render: Any, frames: int, warmup: int = 25) -> np.ndarray:
+def time_renderer(render: Any, frames: int, warmup: int = 25) -> tuple[np.ndarray, float]:
+    """Wall seconds of each of ``frames`` renders, and the CPU seconds they took in all."""
     for i in range(warmup):
         render(speech_controls(i))
+    controls = [speech_controls(i) for i in range(frames)]
     out = np.empty(frames)
-    for i in range(frames):
-        controls = speech_controls(i)
+    cpu_start = time.process_time()
+    for i, c in enumerate(controls):
         start = time.perf_counter()
-        render(controls)
+        render(c)
         out[i] = time.perf_counter() - start
-    return out
+    return out, time.process_time() - cpu_start
 
 
 def time_pipeline(args: argparse.Namespace, renderer: Any) -> dict[str, Any]:
     from streamer.bench.signals import onset_speech
+    from streamer.build import build_motion_stages
+    from streamer.commands._options import config_from_args
     from streamer.io.mp4 import Mp4Writer
-    from streamer.stages.render import MeshRenderStage
-
-    stage = MeshRenderStage(renderer, args.mode)
-    bursts = max(1, int(args.seconds / 2.0))
-    speech = onset_speech(bursts=bursts, seed=0)
-    try:
-        from streamer.build import build_motion_stages
-        from streamer.commands._options import config_from_args
-
-        motion = build_motion_stages(config_from_args(args))
-    except ImportError as exc:
-        # TODO(pipeline): drop this branch once every motion stage is in place.
-        log.warning("motion stages unavailable (%s): timing renderer + encode only", exc)
-        return _time_render_encode(stage, len(speech.samples) // SAMPLES_PER_FRAME)
-
     from streamer.offline import run_offline
     from streamer.pipeline import Pipeline
+    from streamer.stages.render import MeshRenderStage
     from streamer.types import AudioChunk
 
+    # The stages ``msadtalker render`` runs (``streamer.build``), around the renderer made
+    # above so that avatar preparation stays out of the figure.
+    stages = [*build_motion_stages(config_from_args(args)), MeshRenderStage(renderer, args.mode)]
+    speech = onset_speech(bursts=max(1, int(args.seconds / 2.0)), seed=0)
     chunk = SAMPLES_PER_FRAME * 5
     chunks = [
         AudioChunk(speech.samples[i : i + chunk], i) for i in range(0, len(speech.samples), chunk)
     ]
     with tempfile.TemporaryDirectory() as tmp:
         writer = Mp4Writer(Path(tmp) / "bench.mp4")
+        cpu_start = time.process_time()
         start = time.perf_counter()
-        frames = run_offline(Pipeline([*motion, stage]), chunks, [writer], progress=False)
+        frames = run_offline(Pipeline(stages), chunks, [writer], progress=False)
         wall = time.perf_counter() - start
+        cpu = time.process_time() - cpu_start
     return {
         "fps": round(frames / wall, 1),
+        "cpu_fps": round(frames / cpu, 1),
         "what": "features -> lips -> silence -> motion -> mesh render -> H.264 mp4",
     }
 
 
-def _time_render_encode(stage: Any, frames: int) -> dict[str, Any]:
-    from streamer.bench.mouth import rest_motion
-    from streamer.io.mp4 import Mp4Writer
-    from streamer.types import HeadPose, MotionFrame
-
-    motions = []
-    for i in range(frames):
-        c = speech_controls(i)
-        base = rest_motion(c.mouth_open, index=i)
-        pose = HeadPose(c.pitch, c.yaw, c.roll)
-        motions.append(
-            MotionFrame(
-                silence=base.silence,
-                pose=pose,
-                pose_raw=pose,
-                mouth_open=c.mouth_open,
-                blink=c.blink,
-            )
-        )
-    with tempfile.TemporaryDirectory() as tmp:
-        writer = Mp4Writer(Path(tmp) / "bench.mp4")
-        start = time.perf_counter()
-        for motion in motions:
-            for frame in stage.push(motion):
-                writer.write(frame)
-        writer.close()
-        wall = time.perf_counter() - start
-    return {
-        "fps": round(frames / wall, 1),
-        "what": "mesh render -> H.264 mp4 only (pipeline stages unavailable)",
-    }
+def _load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
 
 
 @contextmanager

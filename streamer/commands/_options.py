@@ -7,9 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from msadtalker.weights import ENV_VAR
 from streamer.build import StageFactory, stage_factory
 from streamer.config import Config, load_config
+
+# msadtalker.weights.ENV_VAR; repeated so that building the parser does not import torch.
+CHECKPOINTS_ENV = "MSADTALKER_CHECKPOINTS"
 
 
 def existing_file(value: str) -> Path:
@@ -89,7 +91,7 @@ def add_avatar_flags(parser: argparse.ArgumentParser) -> None:
         "--checkpoints",
         type=existing_dir,
         metavar="DIR",
-        help=f"official SadTalker checkpoints (default: ${ENV_VAR}; none: the CPU mesh renderer)",
+        help=f"official SadTalker checkpoints (default: ${CHECKPOINTS_ENV}; none: mesh renderer)",
     )
 
 
@@ -107,7 +109,7 @@ def checkpoints_of(args: argparse.Namespace) -> Path | None:
     """``--checkpoints``, else ``$MSADTALKER_CHECKPOINTS``, else none (mesh renderer)."""
     if getattr(args, "checkpoints", None) is not None:
         return Path(args.checkpoints)
-    env = os.environ.get(ENV_VAR)
+    env = os.environ.get(CHECKPOINTS_ENV)
     return Path(env).expanduser() if env else None
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from streamer.commands._options import add_config_flags, writable_path
 
-KINDS = ("render", "latency", "sessions", "vad")
+KINDS = ("render", "latency", "sessions", "vad", "motion", "networks", "lookahead")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
 
+from msadtalker.errors import ConfigError
 from streamer.build import StageFactory
 from streamer.commands._options import (
     add_avatar_flags,
@@ -86,7 +88,12 @@ async def serve(
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.server.host, config.server.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            where = f"{config.server.host}:{config.server.port}"
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ConfigError(f"cannot listen on {where}: {reason}") from None
         port = _bound_port(site, config.server.port)
         host = config.server.host
         shown = f"[{host}]" if ":" in host else host

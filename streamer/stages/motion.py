@@ -1,31 +1,34 @@
 """MotionStage: SilenceFrame -> MotionFrame. Cosine pose, silence blend (eq. 6), blinks, mouth.
 
 Per frame: P_raw from the cosine generator (eqs 1-3); the rendered pose is
-``omega * P_raw + (1 - omega) * P_initial`` with omega = the eased silence weight (eq. 6;
-P_initial = the photo's own pose, i.e. zero offsets). The mouth opening is blended the same
-way toward a slowly tracking hold of itself: a still mouth in silence stays still, and a
-sustained vowel that the lip-derivative detector calls "silent" keeps its opening instead of
-snapping shut. ``still`` keeps the head at P_initial (mouth and blinks only).
+``omega * P_raw + (1 - omega) * P_initial`` (eq. 6; P_initial = the photo's own pose, i.e.
+zero offsets) with omega = ``PoseBlend`` of the silence weight w~ (the paper's w~ itself when
+``silence.pose_easing = "linear"`` and ``silence.pose_ease_s = 0``; by default low-passed and
+smoothstep-eased so the head eases to rest). The mouth opening, and on the neural path the
+expression coefficients, go through a ``MotionDamper``: unchanged while w~ = 1, smoothed ever
+more strongly as w~ falls, so residual lip motion in silence is damped while a steady opening
+is kept and a mouth the lip source closed stays closed. ``still`` keeps the head at
+P_initial (mouth and blinks only). See ``msadtalker.settle``.
 
 Delay: 0 frames.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from msadtalker.blink import BlinkConfig, BlinkSchedule
 from msadtalker.pose import CosinePoseConfig, CosinePoseGenerator
-from msadtalker.silence import SilenceConfig, ease_weight
-from msadtalker.timing import FPS
+from msadtalker.settle import MotionDamper, PoseBlend
+from msadtalker.silence import SilenceConfig
 from streamer.types import HeadPose, MotionFrame, SilenceFrame
 
 _REST = HeadPose(0.0, 0.0, 0.0)
 
 
 class MotionStage:
+    """SilenceFrame -> one MotionFrame (pose, damped mouth/expression, blink). Delay: 0."""
+
     def __init__(
         self,
         pose: CosinePoseConfig | None = None,
@@ -38,9 +41,11 @@ class MotionStage:
         self._pose = CosinePoseGenerator(pose, seed=seed)
         self._blinks = BlinkSchedule(blink, seed=seed)
         self._still = still
-        self._hold_alpha = 1.0 - math.exp(-1.0 / max(self._silence.mouth_hold_s * FPS, 1e-6))
-        self._mouth_hold = 0.0
-        self._expression_hold: np.ndarray | None = None
+        self._blend = PoseBlend(self._silence.pose_easing, self._silence.pose_ease_s)
+        # 2 % of full opening is invisible (the articulator's own dead zone): once that close
+        # to the source, the mouth is the source's, so a shut mouth settles exactly.
+        self._mouth = MotionDamper(self._silence.mouth_damping_s, settle=0.02)
+        self._expression = MotionDamper(self._silence.mouth_damping_s)
         self._closed_by_reset = False
 
     @property
@@ -55,51 +60,45 @@ class MotionStage:
             )
         raw = self._pose.step()
         pose_raw = HeadPose(float(raw[0]), float(raw[1]), float(raw[2]))
-        omega = ease_weight(item.weight, self._silence.pose_easing)
+        omega = self._blend.step(item.weight)
         if self._still:
             pose = _REST
         else:
-            pose = HeadPose(omega * pose_raw.pitch, omega * pose_raw.yaw, omega * pose_raw.roll)
+            # "+ 0.0" turns the -0.0 of a negative offset times omega = 0 into 0.0.
+            pose = HeadPose(
+                omega * pose_raw.pitch + 0.0,
+                omega * pose_raw.yaw + 0.0,
+                omega * pose_raw.roll + 0.0,
+            )
 
-        mouth = item.lips.mouth_open
-        # The first frame after a barge-in shows the closed mouth (neutral expression) that
-        # reset() promised: the holds start from rest, not from this frame.
+        # The first frame after a barge-in shows the closed mouth and neutral expression that
+        # reset() promised; the dampers continue from that rest.
         resting, self._closed_by_reset = self._closed_by_reset, False
-        if not resting:
-            self._mouth_hold += self._hold_alpha * (mouth - self._mouth_hold)
-        w = min(max(item.weight, 0.0), 1.0)
-        mouth_out = w * mouth + (1.0 - w) * self._mouth_hold
-        expression = self._damp_expression(item.lips.expression, w, resting)
+        expression = item.lips.expression
+        if resting:
+            mouth = self._mouth.hold_rest(0.0)
+            if expression is not None:
+                expression = self._expression.hold_rest(np.zeros_like(expression))
+        else:
+            mouth = self._mouth.step(item.lips.mouth_open, item.weight)
+            if expression is not None:
+                expression = self._expression.step(expression, item.weight)
         return [
             MotionFrame(
                 silence=item,
                 pose=pose,
                 pose_raw=pose_raw,
-                mouth_open=min(max(mouth_out, 0.0), 1.0),
+                mouth_open=min(max(mouth, 0.0), 1.0),
                 blink=self._blinks.step(),
-                expression=expression,
+                expression=None if expression is None else expression.astype(np.float32),
             )
         ]
-
-    def _damp_expression(
-        self, expression: np.ndarray | None, w: float, resting: bool = False
-    ) -> np.ndarray | None:
-        if expression is None:
-            return None
-        if resting:
-            self._expression_hold = np.zeros_like(expression, dtype=np.float32)
-        elif self._expression_hold is None:
-            self._expression_hold = expression.astype(np.float32, copy=True)
-        else:
-            self._expression_hold += self._hold_alpha * (expression - self._expression_hold)
-        damped = w * expression + (1.0 - w) * self._expression_hold
-        return damped.astype(np.float32)
 
     def flush(self) -> list[MotionFrame]:
         return []
 
     def reset(self) -> None:
-        # Barge-in: the mouth closes now; the pose and blink clocks keep running.
-        self._mouth_hold = 0.0
-        self._expression_hold = None
+        # Barge-in: the next frame is at rest (head at P_initial, mouth closed, neutral
+        # expression); the pose and blink clocks keep running.
+        self._blend.reset()
         self._closed_by_reset = True

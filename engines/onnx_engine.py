@@ -1,0 +1,263 @@
+"""onnxruntime backend: the networks exported by ``msadtalker export``, on CUDA or CPU.
+
+:class:`OnnxEngineSet` opens an export directory (``exports`` argument, else
+``$MSADTALKER_EXPORTS``, else ``<checkpoints>/export_<size>``) and refuses, with one line
+(:class:`~engines.base.EngineUnavailable`), anything that does not belong to the checkpoint
+set it is opened for: at open it reads ``manifest.json`` and checks the checkpoint
+fingerprint, the render size, every requested network's tensors against its current
+``ExportContract``, its export parity and its file size; when a network's session is first
+made it checks the file's sha256 and the session's input / output names. A requested network
+that was not exported is reported by ``engine(name)`` (so a parity run can skip it).
+
+Providers: CUDA then CPU with ``device="auto"`` (CUDA only when the installed onnxruntime has
+it, i.e. ``onnxruntime-gpu``), CPU with ``"cpu"``; ``"cuda"`` without a CUDA provider is
+unavailable. :class:`OnnxEngine` takes numpy arrays or torch tensors in contract order and
+returns numpy arrays by contract name; ``keep_on_device`` is accepted and ignored (outputs are
+always host arrays here: the per-avatar generator volume then travels host -> device once per
+frame on CUDA, which IO binding could avoid; not done, and CUDA is unverified on these machines).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from engines.base import EngineUnavailable
+from engines.contracts import NETWORKS, contract_for
+from engines.manifest import (
+    NetworkEntry,
+    check_digest,
+    check_network,
+    check_source,
+    export_dir,
+    read_manifest,
+)
+from msadtalker.models.contract import ExportContract, TensorSpec
+from msadtalker.weights import checkpoint_dir, checkpoint_fingerprint
+
+log = logging.getLogger(__name__)
+
+BACKEND = "onnxruntime"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
+_NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64}
+
+
+def import_onnxruntime() -> ModuleType:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise EngineUnavailable(
+            f"{BACKEND}: the Python package onnxruntime is not installed "
+            "(pip install 'msadtalker[export]', or onnxruntime-gpu for CUDA)"
+        ) from None
+    return onnxruntime
+
+
+def select_providers(device: str, available: Iterable[str]) -> list[str]:
+    """Execution providers for ``device`` (auto / cpu / cuda) given the installed ones."""
+    available = list(available)
+    if device == "cpu":
+        return [CPU_PROVIDER]
+    if device in ("cuda", "cuda:0"):
+        if CUDA_PROVIDER not in available:
+            raise EngineUnavailable(
+                f"{BACKEND}: device cuda requested but this onnxruntime has no CUDA provider "
+                f"(has {', '.join(available)}); install onnxruntime-gpu"
+            )
+        return [CUDA_PROVIDER, CPU_PROVIDER]
+    if device == "auto":
+        return [CUDA_PROVIDER, CPU_PROVIDER] if CUDA_PROVIDER in available else [CPU_PROVIDER]
+    raise EngineUnavailable(f"{BACKEND}: unknown device {device!r} (use auto, cpu or cuda)")
+
+
+def _session_errors(ort: ModuleType) -> tuple[type[BaseException], ...]:
+    """onnxruntime's load errors (pybind classes that derive from Exception directly)."""
+    state = ort.capi.onnxruntime_pybind11_state
+    names = ("Fail", "InvalidProtobuf", "NoSuchFile", "InvalidArgument", "InvalidGraph")
+    found = tuple(getattr(state, name) for name in (*names, "RuntimeException"))
+    return (OSError, *found)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class OnnxEngine:
+    """One onnxruntime session for one network; see the module docstring."""
+
+    def __init__(self, network: str, session: Any, contract: ExportContract) -> None:
+        self._network = network
+        self._session = session
+        self._contract = contract
+
+    @property
+    def backend(self) -> str:
+        return BACKEND
+
+    @property
+    def network(self) -> str:
+        return self._network
+
+    @property
+    def contract(self) -> ExportContract:
+        return self._contract
+
+    @property
+    def providers(self) -> list[str]:
+        providers: list[str] = self._session.get_providers()
+        return providers
+
+    def run(self, *inputs: Any, keep_on_device: bool = False) -> dict[str, np.ndarray]:
+        specs = self._contract.inputs
+        if len(inputs) != len(specs):
+            raise ValueError(
+                f"{self._network}: got {len(inputs)} inputs, expected {len(specs)} "
+                f"({', '.join(self._contract.input_names)})"
+            )
+        feeds = {spec.name: self._array(x, spec) for x, spec in zip(inputs, specs, strict=True)}
+        outputs = self._session.run(self._contract.output_names, feeds)
+        return dict(zip(self._contract.output_names, outputs, strict=True))
+
+    def _array(self, value: Any, spec: TensorSpec) -> np.ndarray:
+        if hasattr(value, "detach"):  # a torch tensor, possibly on a GPU
+            value = value.detach().cpu().numpy()
+        array = np.ascontiguousarray(value, dtype=_NUMPY_DTYPES[spec.dtype])
+        fixed_ok = array.ndim == len(spec.shape) and all(
+            axis in spec.dynamic or size == expected
+            for axis, (size, expected) in enumerate(zip(array.shape, spec.shape, strict=True))
+        )
+        if not fixed_ok:
+            wanted = ", ".join(spec.dynamic.get(axis, str(n)) for axis, n in enumerate(spec.shape))
+            raise ValueError(
+                f"{self._network}: input {spec.name} has shape {array.shape}, expected ({wanted})"
+            )
+        return array
+
+    def close(self) -> None:
+        """Sessions are released with the set."""
+
+
+class OnnxEngineSet:
+    """The onnxruntime engines of one export directory; see the module docstring."""
+
+    def __init__(
+        self,
+        checkpoints: str | Path | None,
+        size: int,
+        networks: Iterable[str],
+        device: str = "auto",
+        exports: str | Path | None = None,
+    ) -> None:
+        wanted = list(dict.fromkeys(networks))
+        unknown = [name for name in wanted if name not in NETWORKS]
+        if unknown:
+            raise ValueError(f"unknown networks {unknown}; {BACKEND} serves {', '.join(NETWORKS)}")
+        self._ort = import_onnxruntime()
+        self._providers = select_providers(device, self._ort.get_available_providers())
+        root = checkpoint_dir(checkpoints)
+        fingerprint = checkpoint_fingerprint(root, size)
+        self._directory = export_dir(exports, root, size)
+        manifest = read_manifest(self._directory, BACKEND)
+        check_source(manifest, self._directory, fingerprint, size, BACKEND)
+        self._size = size
+        self._networks = tuple(wanted)
+        self._contracts = {name: contract_for(name, size) for name in wanted}
+        self._entries: dict[str, NetworkEntry] = {}
+        for name in wanted:
+            if name in manifest.networks:
+                self._entries[name] = check_network(
+                    manifest, self._directory, name, self._contracts[name], BACKEND
+                )
+        missing = [name for name in wanted if name not in self._entries]
+        if missing:
+            log.warning("%s: not exported in %s: %s", BACKEND, self._directory, ", ".join(missing))
+        self._manifest = manifest
+        self._engines: dict[str, OnnxEngine] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def backend(self) -> str:
+        return BACKEND
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self._providers[0] == CUDA_PROVIDER else "cpu"
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def networks(self) -> tuple[str, ...]:
+        return self._networks
+
+    @property
+    def directory(self) -> Path:
+        return self._directory
+
+    def engine(self, network: str) -> OnnxEngine:
+        if network not in self._networks:
+            raise EngineUnavailable(
+                f"{BACKEND}: network {network} was not opened (opened: {', '.join(self._networks)})"
+            )
+        with self._lock:
+            if self._closed:
+                raise EngineUnavailable(f"{BACKEND}: the engine set is closed")
+            engine = self._engines.get(network)
+            if engine is None:
+                engine = self._build(network)
+                self._engines[network] = engine
+            return engine
+
+    def _build(self, network: str) -> OnnxEngine:
+        contract = self._contracts[network]
+        # Raises the "not exported" line for a network missing from the manifest.
+        entry = self._entries.get(network) or check_network(
+            self._manifest, self._directory, network, contract, BACKEND
+        )
+        path = self._directory / entry.file
+        check_digest(path, entry.sha256, BACKEND)
+        options = self._ort.SessionOptions()
+        options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            session = self._ort.InferenceSession(
+                str(path), sess_options=options, providers=self._providers
+            )
+        except _session_errors(self._ort) as exc:
+            raise EngineUnavailable(f"{BACKEND}: cannot load {path}: {_first_line(exc)}") from None
+        names = (
+            [item.name for item in session.get_inputs()],
+            [item.name for item in session.get_outputs()],
+        )
+        if names != (contract.input_names, contract.output_names):
+            raise EngineUnavailable(
+                f"{BACKEND}: {path} has inputs {names[0]} and outputs {names[1]}, the "
+                f"{network} contract has {contract.input_names} and {contract.output_names}"
+            )
+        log.info("%s: %s ready (%s)", BACKEND, network, ", ".join(session.get_providers()))
+        return OnnxEngine(network, session, contract)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._engines.clear()
+
+
+def open_onnxruntime_engines(
+    checkpoints: str | Path | None,
+    size: int,
+    networks: Iterable[str],
+    device: str = "auto",
+    exports: str | Path | None = None,
+) -> OnnxEngineSet:
+    """Registry entry point (``engines.registry``)."""
+    return OnnxEngineSet(checkpoints, size, networks, device, exports)

@@ -1,0 +1,254 @@
+"""Torch backend: our ``nn.Module``s with the official weights, on CPU or CUDA.
+
+:class:`TorchEngine` runs one module under ``torch.inference_mode``: positional inputs in its
+``ExportContract`` order (numpy arrays or torch tensors, moved to the engine's device and
+dtype), outputs by contract name as numpy float32, or as device tensors with
+``keep_on_device`` (so per-avatar state such as the generator's source volume stays on the
+GPU between calls).
+
+:class:`TorchEngineSet` opens one checkpoint set strictly through ``msadtalker.weights``. At
+open it locates and validates the whole set (the safetensors header, every requested mapping
+file), so a bad directory fails before any stream starts; each network's tensors are read and
+its module built on first use (``engine(name)``), once, under a lock (sessions of the live
+server ask from their own threads). The generator's split views ``generator_source_encoder``
+(once per avatar) and ``generator_render`` (per frame) share the one generator module.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from engines.base import EngineUnavailable
+from engines.contracts import NETWORKS, base_network, contract_for
+from msadtalker.models.contract import ExportContract
+from msadtalker.weights import MAPPING_FILES, SadTalkerWeights, build_network, load_weights
+
+log = logging.getLogger(__name__)
+
+BACKEND = "torch"
+_DTYPES = MappingProxyType({"float32": torch.float32, "float16": torch.float16})
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` = CUDA when available, else CPU; an unusable request raises EngineUnavailable."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise EngineUnavailable(
+            f"torch: unknown device {device!r} (use auto, cpu or cuda)"
+        ) from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise EngineUnavailable(
+            f"torch: device {device} requested but CUDA is not available in this torch build "
+            f"({torch.__version__})"
+        )
+    if resolved.type not in ("cpu", "cuda"):
+        raise EngineUnavailable(f"torch: device {device} is not supported (use cpu or cuda)")
+    return resolved
+
+
+class TorchEngine:
+    """One module on one device; see the module docstring."""
+
+    def __init__(
+        self,
+        network: str,
+        module: nn.Module,
+        contract: ExportContract,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self._network = network
+        self._module = module
+        self._contract = contract
+        self._device = device
+        self._dtype = dtype
+
+    @property
+    def backend(self) -> str:
+        return BACKEND
+
+    @property
+    def network(self) -> str:
+        return self._network
+
+    @property
+    def contract(self) -> ExportContract:
+        return self._contract
+
+    @property
+    def module(self) -> nn.Module:
+        return self._module
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def run(self, *inputs: Any, keep_on_device: bool = False) -> dict[str, Any]:
+        expected = self._contract.input_names
+        if len(inputs) != len(expected):
+            raise ValueError(
+                f"{self._network}: got {len(inputs)} inputs, expected {len(expected)} "
+                f"({', '.join(expected)})"
+            )
+        tensors = [
+            self._tensor(x, spec.name)
+            for x, spec in zip(inputs, self._contract.inputs, strict=True)
+        ]
+        with torch.inference_mode():
+            out = self._module(*tensors)
+        outputs = (out,) if isinstance(out, torch.Tensor) else tuple(out)
+        names = self._contract.output_names
+        if len(outputs) != len(names):
+            raise RuntimeError(
+                f"{self._network}: module returned {len(outputs)} outputs, contract has "
+                f"{len(names)}"
+            )
+        if keep_on_device:
+            return dict(zip(names, outputs, strict=True))
+        return {name: _numpy(t) for name, t in zip(names, outputs, strict=True)}
+
+    def _tensor(self, value: Any, name: str) -> torch.Tensor:
+        if isinstance(value, torch.Tensor):
+            tensor = value
+        else:
+            array = np.ascontiguousarray(value)
+            # torch cannot wrap a read-only array (frames are frozen) without a copy.
+            tensor = torch.from_numpy(array if array.flags.writeable else array.copy())
+        if not tensor.is_floating_point():
+            raise TypeError(
+                f"{self._network}: input {name} must be floating point, got {tensor.dtype}"
+            )
+        return tensor.to(device=self._device, dtype=self._dtype)
+
+    def close(self) -> None:
+        """Nothing to release per engine: the set owns the modules."""
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    array: np.ndarray = tensor.detach().to("cpu", torch.float32).numpy()
+    return array
+
+
+class TorchEngineSet:
+    """The torch engines of one checkpoint directory, render size and device."""
+
+    def __init__(
+        self,
+        checkpoints: str | Path | None,
+        size: int,
+        networks: Iterable[str],
+        device: str = "auto",
+        dtype: str = "float32",
+    ) -> None:
+        wanted = list(dict.fromkeys(networks))
+        unknown = [name for name in wanted if name not in NETWORKS]
+        if unknown:
+            raise ValueError(f"unknown networks {unknown}; torch serves {', '.join(NETWORKS)}")
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+        self._device = resolve_device(device)
+        self._dtype = _DTYPES[dtype]
+        self._checkpoints = checkpoints
+        self._size = size
+        self._networks = tuple(wanted)
+        self._base = tuple(dict.fromkeys(base_network(name) for name in wanted))
+        # Validates the directory, the whole safetensors header and the mapping files now; the
+        # mapping states (small) are kept, the big networks are read on first use.
+        mapping = [name for name in self._base if name in MAPPING_FILES]
+        weights = load_weights(checkpoints, size, mapping)
+        self._files = weights.files
+        self._mapping_states = dict(weights.state_dicts)
+        self._modules: dict[str, nn.Module] = {}
+        self._engines: dict[str, TorchEngine] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def backend(self) -> str:
+        return BACKEND
+
+    @property
+    def device(self) -> str:
+        return str(self._device)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def networks(self) -> tuple[str, ...]:
+        return self._networks
+
+    @property
+    def directory(self) -> Path:
+        return self._files.directory
+
+    def engine(self, network: str) -> TorchEngine:
+        if network not in self._networks:
+            raise EngineUnavailable(
+                f"torch: network {network} was not opened (opened: {', '.join(self._networks)})"
+            )
+        with self._lock:
+            if self._closed:
+                raise EngineUnavailable("torch: the engine set is closed")
+            engine = self._engines.get(network)
+            if engine is None:
+                engine = self._build_engine(network)
+                self._engines[network] = engine
+            return engine
+
+    def _build_engine(self, network: str) -> TorchEngine:
+        base = base_network(network)
+        module = self._modules.get(base)
+        if module is None:
+            module = self._load(base)
+            self._modules[base] = module
+        if network != base:
+            from msadtalker.models.generator import FrameRenderer, SourceEncoder
+
+            view = SourceEncoder if network == "generator_source_encoder" else FrameRenderer
+            module = view(module).eval()  # type: ignore[arg-type]
+        return TorchEngine(
+            network, module, contract_for(network, self._size), self._device, self._dtype
+        )
+
+    def _load(self, base: str) -> nn.Module:
+        if base in self._mapping_states:
+            weights = SadTalkerWeights(
+                self._files, MappingProxyType({base: self._mapping_states.pop(base)})
+            )
+        else:
+            weights = load_weights(self._checkpoints, self._size, [base])
+        module = build_network(base, weights)
+        module = module.to(device=self._device, dtype=self._dtype)
+        log.info("torch: %s ready on %s", base, self._device)
+        return module
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._engines.clear()
+            self._modules.clear()
+            self._mapping_states.clear()
+
+
+def open_torch_engines(
+    checkpoints: str | Path | None,
+    size: int,
+    networks: Iterable[str],
+    device: str = "auto",
+) -> TorchEngineSet:
+    """Registry entry point (``engines.registry``)."""
+    return TorchEngineSet(checkpoints, size, networks, device)
