@@ -21,6 +21,14 @@ a session starts at rest, so there is one), and a render still running from befo
 is thrown away. A frame with nothing it may show (the very first, or a barge-in before any
 rest picture) waits for its own picture, however long that takes.
 
+Where the render runs. A thread of its own costs two more thread hand-overs per frame, and on
+a loaded machine every hand-over waits for a core: a renderer that needs a small part of a
+frame (the CPU mesh renderer, a few ms) is better run right after the motion stages, in the
+same job on the session's thread (``plan_inline``), where it cannot be late by construction.
+So a ``LiveRender`` starts inline and moves the renderer to its own thread once the median of
+its last renders (on the session's clock) exceeds half a frame, and back when the median of
+25 renders since is under a quarter of a frame.
+
 A render stage with a lookahead (``delay_frames > 0``) is not one picture per motion frame;
 it is pushed in order on the thread and awaited, without the drop policy.
 
@@ -30,21 +38,31 @@ Input: ``MotionFrame``s; output: ``VideoFrame``s, one per input, in order. Delay
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import math
-import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
+from msadtalker.timing import FPS
 from streamer.clock import Clock
 from streamer.rest import at_rest
 from streamer.stage import Stage
 from streamer.types import MotionFrame, VideoFrame
 
 RenderStage = Stage[MotionFrame, VideoFrame]
+FRAME_MS = 1000.0 / FPS
+SLOW_MS = FRAME_MS / 2  # median above this: the renderer gets its own thread
+FAST_MS = FRAME_MS / 4  # median of SETTLE renders below this: back inline
+SLOW_WINDOW = 5
+SETTLE = 25
 _Rendered = tuple[list[VideoFrame], list[float]]  # pictures, ms per pushed frame
+
+log = logging.getLogger(__name__)
 
 
 class LiveRender:
@@ -77,6 +95,8 @@ class LiveRender:
         # Until when (clock time) a frame is waiting for its picture: None when none is,
         # inf when one waits for its own picture without a deadline.
         self.waiting_until: float | None = None
+        self.threaded = False  # the renderer runs on its own thread (see the module docstring)
+        self._since_switch = 0
 
     @property
     def stage(self) -> RenderStage:
@@ -109,6 +129,26 @@ class LiveRender:
         if self._stage.delay_frames > 0:
             return await self._in_order(motions)
         return [await self._frame(m, deadline, may_start) for m in motions]
+
+    def plan_inline(self, may_start: bool) -> Callable[[list[MotionFrame]], _Rendered] | None:
+        """On the event loop, before a motion step: the render to run right after it in the
+        same job (on the session's thread), or None (then ``frames`` as usual)."""
+        if self.threaded or self._stage.delay_frames > 0 or self._inflight is not None:
+            return None
+        if not may_start and self._fallback() is not None:
+            return None
+        reset, self._reset_next = self._reset_next, False
+        self.waiting_until = math.inf  # the frame waits for its picture, in the same job
+        return functools.partial(self._render, reset=reset)
+
+    def took_inline(self, rendered: _Rendered) -> list[VideoFrame]:
+        """On the event loop: the pictures of a render run inline."""
+        self.waiting_until = None
+        frames, times = rendered
+        self.rendered += len(frames)
+        self._note(times)
+        self._remember(frames)
+        return frames
 
     async def flush(self) -> list[VideoFrame]:
         """End of stream: what a stage with a lookahead still holds."""
@@ -187,17 +227,37 @@ class LiveRender:
         return future
 
     def _render(self, motions: list[MotionFrame], reset: bool) -> _Rendered:
-        """On the render thread; touches nothing but the stage (the figures are kept on the
-        event loop's thread, in ``_collect``)."""
+        """On the render (or session) thread; touches nothing but the stage (the figures are
+        kept on the event loop's thread). Times are on the session's clock: what counts is
+        how long the video waits."""
         if reset:
             self._stage.reset()
         out: list[VideoFrame] = []
         times: list[float] = []
         for motion in motions:
-            started = time.perf_counter()
+            started = self._clock.now()
             out.extend(self._stage.push(motion))
-            times.append((time.perf_counter() - started) * 1000.0)
+            times.append((self._clock.now() - started) * 1000.0)
         return out, times
+
+    def _note(self, times: list[float]) -> None:
+        self.render_ms_recent.extend(times)
+        self.render_ms_max = max([self.render_ms_max, *times])
+        self._since_switch += len(times)
+        recent = list(self.render_ms_recent)
+        if not self.threaded and recent:
+            if float(np.median(recent[-SLOW_WINDOW:])) > SLOW_MS:
+                self._switch(threaded=True)
+        elif self.threaded and self._since_switch >= SETTLE:
+            if float(np.median(recent[-SETTLE:])) < FAST_MS:
+                self._switch(threaded=False)
+
+    def _switch(self, threaded: bool) -> None:
+        self.threaded = threaded
+        self._since_switch = 0
+        median = float(np.median(list(self.render_ms_recent)[-SLOW_WINDOW:]))
+        where = "its own thread" if threaded else "the session's thread"
+        log.info("renderer moves to %s (median %.1f ms per frame)", where, median)
 
     def _collect(self) -> list[VideoFrame]:
         """Take a finished render's pictures (raises what the render raised)."""
@@ -207,8 +267,7 @@ class LiveRender:
         self._inflight = None
         frames, times = future.result()
         self.rendered += len(frames)
-        self.render_ms_recent.extend(times)
-        self.render_ms_max = max([self.render_ms_max, *times])
+        self._note(times)
         if self._inflight_stale:
             self._inflight_stale = False
             return []

@@ -49,7 +49,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -415,13 +415,16 @@ class LiveSession:
                     samples = self.ingest.read(index)
                 reset, self._reset_pending = self._reset_pending, False
                 generation = self._generation
-                if reset and self._render is not None:
-                    self._render.reset()
-                motions, step_ms = await loop.run_in_executor(
-                    self._executor, self._step, samples, reset, final
+                inline = None
+                if self._render is not None:
+                    if reset:
+                        self._render.reset()
+                    inline = self._render.plan_inline(may_start=not skip)
+                motions, step_ms, rendered = await loop.run_in_executor(
+                    self._executor, self._step, samples, reset, final, inline
                 )
                 self._count_step(step_ms)
-                frames = await self._pictures(motions, index, skip, final)
+                frames = await self._pictures(motions, index, skip, final, rendered)
                 if generation == self._generation:
                     self._publish(frames)
                 else:  # a barge-in came while this frame was being made
@@ -479,9 +482,14 @@ class LiveSession:
                 waiter.set_result(None)
 
     def _step(
-        self, samples: np.ndarray, reset: bool, final: bool
-    ) -> tuple[list[MotionFrame], float]:
-        """One frame of audio through the motion stages; runs on the session's thread."""
+        self,
+        samples: np.ndarray,
+        reset: bool,
+        final: bool,
+        inline: Callable[[list[MotionFrame]], Any] | None,
+    ) -> tuple[list[MotionFrame], float, Any]:
+        """One frame of audio through the motion stages, and the render ``inline`` when the
+        renderer runs in this job; on the session's thread."""
         started = time.perf_counter()
         if reset:
             self.pipeline.reset()
@@ -491,20 +499,26 @@ class LiveSession:
             self._pushed += len(samples)
         if final:
             out.extend(self.pipeline.flush())
-        return out, (time.perf_counter() - started) * 1000.0
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        return out, elapsed_ms, inline(out) if inline is not None else None
 
     async def _pictures(
-        self, motions: list[MotionFrame], index: int, skip: bool, final: bool
+        self, motions: list[MotionFrame], index: int, skip: bool, final: bool, rendered: Any
     ) -> list[Any]:
-        """The frames to publish for this tick's motion (MotionFrames when not rendering)."""
+        """The frames to publish for this tick's motion (MotionFrames when not rendering);
+        ``rendered``: the pictures when the render ran inline with the motion step."""
         render = self._render
         if render is None:
             return list(motions)
-        # A frame may wait for its picture as long as a tick may be late before it is not
-        # rendered at all (``behind_frames``); at the end of the stream every remaining frame
-        # gets its own picture.
-        deadline = None if final else self.due_time(index) + self.config.behind_frames * FRAME_S
-        frames = await render.frames(motions, deadline, may_start=not skip)
+        if rendered is not None:
+            frames = render.took_inline(rendered)
+        else:
+            # A frame may wait for its picture as long as a tick may be late before it is not
+            # rendered at all (``behind_frames``); at the end of the stream every remaining
+            # frame gets its own picture.
+            late_by = self.config.behind_frames * FRAME_S
+            deadline = None if final else self.due_time(index) + late_by
+            frames = await render.frames(motions, deadline, may_start=not skip)
         if final:
             frames.extend(await render.flush())
         self.stats.frames_rendered = render.rendered

@@ -154,6 +154,7 @@ class SlowRenderStage(FakeRenderStage):
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._until: float | None = None
+        self._running = False
         self._unblocked = False
         self.rendered_for: dict[int, int] = {}
         self.started: list[float] = []
@@ -161,13 +162,21 @@ class SlowRenderStage(FakeRenderStage):
     def push(self, item: MotionFrame) -> list[VideoFrame]:
         with self._lock:
             self._until = self._clock.now() + self._cost
+            self._running = True
             self.started.append(self._clock.now())
         while not self._unblocked and not self.time_is_up():
             self._wake.wait(0.0005)
         (frame,) = super().push(item)
         with self._lock:
             self.rendered_for[id(frame.image)] = frame.index
+            self._running = False
         return [frame]
+
+    def needs_time(self) -> bool:
+        """A render is under way and waits for (virtual) time to pass."""
+        with self._lock:
+            running = self._running
+        return running and not self.time_is_up()
 
     def time_is_up(self) -> bool:
         """The latest render has had all its (virtual) time."""
@@ -293,7 +302,7 @@ class VirtualMic:
             due = self._ticks_due()
             while self.session.stats.ticks < due and not self.session.finished.is_set():
                 waiting = render.waiting_until
-                if waiting is not None and waiting > self.clock.now() and not stage.time_is_up():
+                if waiting is not None and waiting > self.clock.now() and stage.needs_time():
                     break
                 await asyncio.sleep(0.0005)
             for _ in range(20):

@@ -8,6 +8,7 @@ Bad checkpoint directories fail as one line with exit code 2 before any network 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -121,3 +122,33 @@ def test_mesh_renderer_can_be_forced_with_checkpoints(
     argv = ["render", "--audio", speech, "--out", str(out), "--checkpoints", str(empty)]
     assert main([*argv, "--renderer", "mesh"]) == 0  # the directory is not even opened
     assert out.exists()
+
+
+def test_bench_networks_writes_its_figures(tmp_path: Path) -> None:
+    out = tmp_path / "networks.json"
+    argv = ["bench", "networks", "--networks", "mapping,audio2exp", "--threads", "1"]
+    assert main([*argv, "--repeats", "1", "--warmup", "0", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["networks"]) == {"mapping", "audio2exp"}
+    mapping = report["networks"]["mapping"]
+    assert mapping["input"] == "1x70x27" and mapping["threads_1"]["median_ms"] > 0
+    assert mapping["cost_md_ms_2_threads"] == 16.8
+    assert report["machine"]["cpus"] >= 1
+
+
+@pytest.mark.slow
+def test_bench_lookahead_is_exact_at_full_lookahead(
+    tmp_path: Path, synthetic_checkpoints: Path
+) -> None:
+    out = tmp_path / "lookahead.json"
+    argv = ["bench", "lookahead", "--checkpoints", str(synthetic_checkpoints)]
+    assert main([*argv, "--seconds", "1.2", "--lookaheads", "1,13", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["frames"] == 30
+    assert report["L13"]["chain"]["kp_max"] == 0.0 == report["L13"]["mapping_only"]["kp_max"]
+    assert report["L1"]["mapping_only"]["kp_max"] > 0.0
+    # features 2 + lips 1 + silence 1 + keypoints 1; 3 + 13 + 2 + 13 at full lookahead
+    assert (report["L1"]["pipeline_delay_frames"], report["L13"]["pipeline_delay_frames"]) == (
+        5,
+        31,
+    )

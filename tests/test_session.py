@@ -230,8 +230,10 @@ async def test_a_renderer_five_times_slower_than_real_time_never_stalls_the_vide
     assert 3.0 / 0.24 - 3 <= stats["frames_rendered"] <= 3.0 / 0.2 + 2
     assert stats["renders_late"] >= stats["frames_rendered"] - 3
     assert stats["dropped_frames"] >= stats["renders_skipped"]
+    # The picture changes at the renderer's own rate: every picture is shown but the one
+    # thrown away at the barge-in and the ones still to be shown at the end.
     distinct = len({id(f.image) for f in frames})
-    assert distinct >= 10  # the picture changes at the renderer's own rate
+    assert distinct >= max(8, stats["frames_rendered"] - 4)
     assert sub.dropped == 0  # the reader kept up: nothing piled up
 
 

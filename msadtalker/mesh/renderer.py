@@ -86,16 +86,20 @@ class _View:
         return maps
 
     def render(self, c: FaceControls) -> np.ndarray:
-        out = self.source.copy()
         if c.is_rest:
-            return out
+            return self.source.copy()
         q = self.vertices(c)
         maps = self.maps(c, q)
         r = self.warp.region
         # One interleaved (x, y) float map: cv2's fastest remap path for float maps.
-        out[r.y0 : r.y1, r.x0 : r.x1] = cv2.remap(  # type: ignore[call-overload]
+        warped = cv2.remap(  # type: ignore[call-overload]
             self.source, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
+        if (r.width, r.height) == (self.rig.width, self.rig.height):
+            out: np.ndarray = warped  # crop mode: everything can move, nothing to copy
+        else:
+            out = self.source.copy()
+            out[r.y0 : r.y1, r.x0 : r.x1] = warped
         draw_mouth(out, q, self.style, self.opening_px(c), self.rig.teeth_ids)
         if c.blink > 0.0:
             shade_slits(out, q, c.blink, self.lash, 0.008 * self.rig.eye_distance)

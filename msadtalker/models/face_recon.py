@@ -190,19 +190,40 @@ def fit_camera(
     return float(scale), float(solution[3]), float(solution[7])
 
 
-def align_face(image: np.ndarray, points_5: np.ndarray) -> AlignedFace:
+# Resized sides within this of a whole number are a knife edge for the reference's int32
+# truncation: its float64 least-squares noise (~1e-13 relative) decides n or n - 1.
+KNIFE_EDGE_PX = 1e-6
+
+
+def resize_sides(width0: int, height0: int, scale: float) -> tuple[int, int]:
+    """The reference's ``(int(w0 * s), int(h0 * s))``."""
+    return int(width0 * scale), int(height0 * scale)
+
+
+def knife_edge(width0: int, height0: int, scale: float) -> bool:
+    """Whether :func:`resize_sides` sits on a whole number (see ``KNIFE_EDGE_PX``)."""
+    return any(
+        abs(side * scale - round(side * scale)) < KNIFE_EDGE_PX for side in (width0, height0)
+    )
+
+
+def align_face(
+    image: np.ndarray, points_5: np.ndarray, sides: tuple[int, int] | None = None
+) -> AlignedFace:
     """Crop the face-recon input from an RGB image (H, W, 3) uint8 and 5 landmarks.
 
     ``points_5`` (5, 2): left eye, right eye, nose, mouth left, mouth right in pixels, with y
     measured upward (``y' = H - 1 - y``, see ``five_points_from_68``). The image is resized
     (PIL bicubic) by ``s = 102 / fitted scale`` and a 224 x 224 window is cut (black outside).
+    ``sides`` overrides the resized (width, height), for checks that must try both sides of a
+    :func:`knife_edge`.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError("align_face expects an RGB uint8 image (H, W, 3)")
     height0, width0 = image.shape[:2]
     fitted, tx, ty = fit_camera(points_5)
     scale = RESCALE / fitted
-    width, height = int(width0 * scale), int(height0 * scale)
+    width, height = sides or resize_sides(width0, height0, scale)
     half = INPUT_SIZE / 2
     # int() truncates toward zero, matching the reference's int32 casts.
     left = int(width / 2 - half + (tx - width0 / 2) * scale)
