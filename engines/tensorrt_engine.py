@@ -20,7 +20,8 @@ error is reported as one line.
 * Open (:class:`TensorRTEngineSet`): like the onnxruntime set (``engines.onnx_engine``): the
   export directory's manifest must match the checkpoint fingerprint, size and contracts, and
   each network's ``plan`` entry must have been built by this TensorRT version on this GPU
-  model (plans are not portable); its sha256 is checked before deserializing.
+  model (plans are not portable), have passed its parity check and match its sha256; all
+  checked at open, the plans are deserialized on first use.
 """
 
 from __future__ import annotations
@@ -350,6 +351,15 @@ class TensorRTEngineSet:
         check_source(self._manifest, self._directory, fingerprint, size, BACKEND)
         self._networks = tuple(wanted)
         self._contracts = {name: contract_for(name, size) for name in wanted}
+        # Everything is checked now so that a stale export fails before any stream starts.
+        self._plans: dict[str, PlanEntry] = {}
+        for name in wanted:
+            entry = check_network(
+                self._manifest, self._directory, name, self._contracts[name], BACKEND
+            )
+            plan = check_plan(entry, self._directory, str(self._trt.__version__), self._gpu)
+            check_digest(self._directory / plan.file, plan.sha256, BACKEND)
+            self._plans[name] = plan
         self._engines: dict[str, TensorRTEngine] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -376,13 +386,9 @@ class TensorRTEngineSet:
                 raise EngineUnavailable(f"{BACKEND}: the engine set is closed")
             engine = self._engines.get(network)
             if engine is None:
-                contract = self._contracts[network]
-                entry = check_network(self._manifest, self._directory, network, contract, BACKEND)
-                plan = check_plan(entry, self._directory, str(self._trt.__version__), self._gpu)
-                path = self._directory / plan.file
-                check_digest(path, plan.sha256, BACKEND)
+                path = self._directory / self._plans[network].file
                 engine = TensorRTEngine(
-                    network, path.read_bytes(), contract, self._device, self._trt
+                    network, path.read_bytes(), self._contracts[network], self._device, self._trt
                 )
                 self._engines[network] = engine
             return engine

@@ -93,7 +93,10 @@ class Tolerance:
 
 # Smooth networks, measured on synthetic seed-0 weights (docs/export.md): relative max |diff|
 # 0.7e-6 .. 1.4e-5; the bounds leave >= 10x headroom for other weights and inputs.
-_THRESHOLDED = Tolerance(2e-2, 0.0, mean_abs=1e-4, frac_off=1e-3, off=1e-3)
+# Thresholded ones: one flipped mask entry was seen to move one deformation voxel by 9.4e-4 and
+# 0.25 % of the image values by > 1e-3 (max 7.5e-3, mean 1.9e-5): the fraction bound allows a
+# few flips, the mean bound (5x the measured mean) catches a wrong op, which moves everything.
+_THRESHOLDED = Tolerance(2e-2, 0.0, mean_abs=1e-4, frac_off=1e-2, off=1e-3)
 TOLERANCES: Mapping[str, Tolerance] = MappingProxyType(
     {
         "audio2exp": Tolerance(1e-6, 1e-4),

@@ -384,8 +384,9 @@ class LiveSession:
         stats["fps"] = round(self.stats.frames_out / elapsed, 2) if elapsed > 0 else 0.0
         stats["uptime_s"] = round(elapsed, 3)
         # Frames some receiver did not get as rendered: skipped renders + the worst-served
-        # subscriber's queue drops.
-        stats["dropped_frames"] = self.stats.renders_skipped + self._fanout.worst_dropped
+        # subscriber's queue drops (a frame can be both: never more than the frames made).
+        dropped = self.stats.renders_skipped + self._fanout.worst_dropped
+        stats["dropped_frames"] = min(dropped, self.stats.frames_out)
         return stats
 
     # ------------------------------------------------------------------ tick loop

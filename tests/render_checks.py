@@ -15,6 +15,7 @@ depths are the rest landmarks' depths: they only convert pixels to degrees.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -56,14 +57,15 @@ def decode(path: Path) -> Decoded:
         frames, pts = [], []
         for frame in container.decode(video=0):
             frames.append(frame.to_ndarray(format="rgb24"))
-            pts.append(float(frame.pts * frame.time_base))
-        info = (video.codec_context.name, float(video.average_rate), video.codec_context.pix_fmt)
+            pts.append(_seconds(frame.pts, frame.time_base))
+        rate = video.average_rate
+        info = (video.codec_context.name, float(rate or 0), video.codec_context.pix_fmt)
     with av.open(str(path)) as container:
         audio = container.streams.audio[0]
         chunks, start = [], None
         for aframe in container.decode(audio=0):
             if start is None:
-                start = float(aframe.pts * aframe.time_base)
+                start = _seconds(aframe.pts, aframe.time_base)
             chunks.append(aframe.to_ndarray().reshape(-1))
         a_info = (audio.codec_context.name, audio.rate, audio.codec_context.layout.nb_channels)
     return Decoded(
@@ -78,6 +80,11 @@ def decode(path: Path) -> Decoded:
         audio_channels=int(a_info[2]),
         pix_fmt=str(info[2]),
     )
+
+
+def _seconds(pts: int | None, time_base: Fraction | None) -> float:
+    assert pts is not None and time_base is not None, "decoded frame without a timestamp"
+    return float(pts * time_base)
 
 
 def landmarks_of(frames: np.ndarray, finder: FaceFinder | None = None) -> np.ndarray:

@@ -24,8 +24,20 @@ def test_the_session_offset_is_found_from_the_returned_audio(offset: int) -> Non
     up = resample_poly(line, 3, 1).astype(np.float32)
     up += 0.01 * np.random.default_rng(0).standard_normal(len(up)).astype(np.float32)
     packets = [(k, up[k : k + 960]) for k in range(0, len(up) - 960, 960)]
-    assert session_offset(packets, clip) == offset
-    assert session_offset([], clip) is None
+    assert session_offset(packets, clip, speech.onsets) == [offset] * len(speech.onsets)
+    assert session_offset([], clip, speech.onsets) == [None] * len(speech.onsets)
+
+
+def test_an_offset_that_changes_during_the_session_is_followed() -> None:
+    """The ingest re-anchored 230 ms later between the second and the third onset."""
+    speech = onset_speech(bursts=3, seed=4)
+    clip = speech.samples
+    cut, jump = (speech.ends[1] + speech.onsets[2]) // 2, 3680
+    line = np.concatenate([np.zeros(500, np.float32), clip[:cut], np.zeros(jump, np.float32)])
+    line = np.concatenate([line, clip[cut:]])
+    up = resample_poly(line, 3, 1).astype(np.float32)
+    packets = [(k, up[k : k + 960]) for k in range(0, len(up) - 960, 960)]
+    assert session_offset(packets, clip, speech.onsets) == [500, 500, 500 + jump]
 
 
 def test_the_parts_add_up_to_the_latency() -> None:

@@ -108,21 +108,36 @@ def test_roll_sign_and_magnitude_follow_the_trace(
 def test_yaw_sign_and_magnitude_follow_the_trace(
     rendered: Rendered, measured_pose: np.ndarray
 ) -> None:
-    commanded = rendered.trace["yaw_deg"]
+    trace = rendered.trace
+    commanded = trace["yaw_deg"]
     measured = measured_pose[:, 1]
     assert np.abs(commanded).max() > 4.0
-    # Yaw is the hardest angle to see from the front: the landmarker's mesh drifts sideways
-    # by up to ~0.2 degree per degree of nod and with the jaw (the renderer moves no vertex
-    # sideways for a pure nod). Within 3 degrees on 95 % of the frames, 4 on all; the gain
-    # close to 1; the right way round wherever the turn is larger than that noise.
+    # Raw reading: within 3 degrees on 95 % of the frames, 4 on all.
     error = np.abs(measured - commanded)
     assert np.percentile(error, 95) < 3.0 and error.max() < 4.0, error.max()
-    slope = np.polyfit(commanded, measured, 1)[0]
-    assert 0.7 < slope < 1.3, slope
-    assert np.corrcoef(measured, commanded)[0, 1] > 0.8
-    turned = np.abs(commanded) > 3.0
-    assert turned.sum() > 10
-    assert np.all(np.sign(measured[turned]) == np.sign(commanded[turned]))
+    # Yaw is the hardest angle to see from the front: the landmarker reads a nod as up to
+    # ~0.2 degree of yaw per degree of pitch (the renderer moves no vertex sideways for a pure
+    # nod; ``test_mesh_renderer`` checks that) and drifts a little with the jaw. Separate
+    # those by regression on everything that was commanded; what the picture shows of yaw
+    # must then have a gain near 1, small cross-talk, and be the right size frame by frame.
+    design = np.column_stack(
+        [
+            commanded,
+            trace["pitch_deg"],
+            trace["roll_deg"],
+            trace["mouth_open"],
+            np.ones(len(commanded)),
+        ]
+    )
+    gain, from_pitch, from_roll, _, _ = coef = np.linalg.lstsq(design, measured, rcond=None)[0]
+    assert 0.75 < gain < 1.25, coef
+    assert abs(from_pitch) < 0.35 and abs(from_roll) < 0.35, coef
+    corrected = measured - design[:, 1:] @ coef[1:]
+    error = np.abs(corrected - commanded)
+    assert np.percentile(error, 95) < 2.0 and error.max() < 3.0, error.max()
+    turned = np.abs(commanded) > 2.0
+    assert turned.sum() > 20
+    assert np.all(np.sign(corrected[turned]) == np.sign(commanded[turned]))
 
 
 def test_mouth_opening_follows_the_lip_signal(rendered: Rendered) -> None:
@@ -168,7 +183,7 @@ def gapped() -> tuple[SpeechClip, list[VideoFrame]]:
     stages = [*build_motion_stages(Config()), MeshRenderStage(MeshRenderer(lifted, 256))]
     step = 3200
     chunks = [AudioChunk(clip.audio[i : i + step], i) for i in range(0, len(clip.audio), step)]
-    frames = list(Pipeline(stages).run(chunks))
+    frames: list[VideoFrame] = list(Pipeline(stages).run(chunks))
     assert len(frames) == clip.frames
     return clip, frames
 

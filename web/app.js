@@ -130,6 +130,14 @@
       pc = new RTCPeerConnection({ iceServers: [] });
       const remote = new MediaStream();
       pc.addEventListener("track", (event) => {
+        // Show frames as soon as they are decoded: the server paces the video already, and
+        // voice and lips travel in the same frames (the browser still syncs the two).
+        try {
+          if ("jitterBufferTarget" in event.receiver) event.receiver.jitterBufferTarget = 0;
+          else if ("playoutDelayHint" in event.receiver) event.receiver.playoutDelayHint = 0;
+        } catch (err) {
+          // Not supported: the browser's own buffering stays.
+        }
         remote.addTrack(event.track);
         video.srcObject = remote;
       });

@@ -1,9 +1,11 @@
 """Where mic-to-mouth latency goes, from what a loopback client sends and gets back.
 
 The server returns with video frame ``k`` the very audio frame ``k`` was made from (its audio
-track's time stamps follow the frame index), so cross-correlating the returned audio with the
-clip the client played says which clip sample went into which frame: session position
-``p = s + offset`` (16 kHz samples; frame ``k`` holds positions ``[640 k, 640 (k + 1))``).
+track's time stamps follow the frame index), so matching the returned audio against the clip
+the client played says which clip sample went into which frame: session position
+``p = s + offset`` (16 kHz samples; frame ``k`` holds positions ``[640 k, 640 (k + 1))``),
+found at each onset (the sharp onset after silence pins it; the offset can change during a
+session when the ingest re-anchors).
 An onset at clip sample ``o`` that first shows as an open mouth in received frame ``k``
 (arrival ``r``) then splits exactly into
 
@@ -16,8 +18,9 @@ An onset at clip sample ``o`` that first shows as an open mouth in received fram
   mic packet that completes the frame (packets are 20 ms, frames 40), mic encode / network /
   decode / resampling, the motion and render steps, video encode / network / decode.
 
-``overhead`` is measured for every received frame, not only at onsets. The offset is found to
-a sample, less the codec and resampler delays (a few ms, which land in ``overhead``).
+``overhead`` is also measured for every received frame (with the offset of the nearest
+onset). The offset is found to a sample, less the codec and resampler delays (a few ms, which
+land in ``overhead``).
 """
 
 from __future__ import annotations
@@ -47,28 +50,51 @@ class OnsetBreakdown:
         return self.fill_ms + self.ramp_ms + self.designed_ms + self.overhead_ms
 
 
-def session_offset(
-    returned: Sequence[tuple[int, np.ndarray]], clip: np.ndarray, max_lag_s: float = 2.0
-) -> int | None:
-    """Session position of clip sample 0, from the returned audio (``(pts, samples)`` at
-    48 kHz, pts on the session's time line) and the clip the mic played (16 kHz)."""
+def session_line(returned: Sequence[tuple[int, np.ndarray]]) -> np.ndarray:
+    """The returned audio (``(pts, samples)`` at 48 kHz, pts on the session's time line) as
+    one 16 kHz signal indexed by session position."""
     if not returned:
-        return None
+        return np.zeros(0, dtype=np.float32)
     end = max(pts + len(samples) for pts, samples in returned)
     line = np.zeros(end, dtype=np.float32)
     for pts, samples in returned:
         if pts >= 0:
             line[pts : pts + len(samples)] = samples
-    session = resample_poly(line, SAMPLE_RATE, AUDIO_RATE).astype(np.float32)
-    n = min(len(session), len(clip))
-    if n < SAMPLE_RATE // 2:
+    return resample_poly(line, SAMPLE_RATE, AUDIO_RATE).astype(np.float32)
+
+
+def local_offset(
+    line: np.ndarray,
+    clip: np.ndarray,
+    onset: int,
+    lo: int = -SAMPLE_RATE,
+    hi: int = 2 * SAMPLE_RATE,
+) -> int | None:
+    """Session position of clip sample 0 near clip sample ``onset`` (a sharp onset after
+    silence), searched over offsets ``lo .. hi``: the clip's ``[onset - 50 ms, onset +
+    400 ms)`` matched against the session line. Local, so a time line that was re-anchored
+    or shifted during the session is followed."""
+    a, b = max(0, onset - SAMPLE_RATE // 20), min(len(clip), onset + 2 * SAMPLE_RATE // 5)
+    segment = clip[a:b]
+    first, last = max(0, a + lo), min(len(line), b + hi)
+    region = line[first:last]
+    if len(segment) < SAMPLE_RATE // 10 or len(region) < len(segment):
         return None
-    corr = correlate(session[:n], clip[:n], mode="full", method="fft")
-    lags = np.arange(-n + 1, n)
-    window = np.abs(lags) <= max_lag_s * SAMPLE_RATE
-    if not window.any() or not np.any(corr[window] > 0):
+    corr = correlate(region, segment, mode="valid", method="fft")
+    # Normalise by the region's energy under the segment, so loud stretches do not win.
+    energy = np.convolve(region.astype(np.float64) ** 2, np.ones(len(segment)), mode="valid")
+    score = corr / np.sqrt(np.maximum(energy, 1e-12))
+    if not np.any(score > 0):
         return None
-    return int(lags[window][np.argmax(corr[window])])
+    return int(first + int(np.argmax(score)) - a)
+
+
+def session_offset(
+    returned: Sequence[tuple[int, np.ndarray]], clip: np.ndarray, onsets: Sequence[int]
+) -> list[int | None]:
+    """``local_offset`` at each onset."""
+    line = session_line(returned)
+    return [local_offset(line, clip, onset) for onset in onsets]
 
 
 def onset_breakdown(

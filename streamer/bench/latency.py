@@ -141,11 +141,11 @@ async def measure(
     session = stats.get("session", {})
     delay = int(session.get("pipeline_delay_frames", 0))
     returned = [(p.pts, p.samples) for p in client.received_audio]
-    offset = session_offset(returned, speech.samples)
+    offsets = session_offset(returned, speech.samples, speech.onsets)
 
     per_onset: list[dict[str, Any]] = []
     parts: list[OnsetBreakdown] = []
-    for onset in speech.onsets:
+    for onset, offset in zip(speech.onsets, offsets, strict=True):
         captured = mic.capture_time(onset)
         after = np.nonzero((arrivals >= captured) & (opened > threshold))[0]
         before = np.nonzero(arrivals < captured)[0]
@@ -171,13 +171,17 @@ async def measure(
 
     latencies = [e["latency_ms"] for e in per_onset if "latency_ms" in e]
     overheads = []
-    if offset is not None:
-        clip_frames = (len(speech.samples) + offset) // SAMPLES_PER_FRAME
-        overheads = [
-            frame_overhead_ms(int(k), float(r), offset, mic.capture_time, delay)
-            for k, r in zip(frames, arrivals, strict=True)
-            if (k + 1) * SAMPLES_PER_FRAME - offset > 0 and k < clip_frames
-        ]
+    known = [(o, off) for o, off in zip(speech.onsets, offsets, strict=True) if off is not None]
+    if known:
+        onset_at = np.array([o + off for o, off in known])  # session positions of the onsets
+        for k, r in zip(frames, arrivals, strict=True):
+            nearest = int(np.argmin(np.abs(onset_at - int(k) * SAMPLES_PER_FRAME)))
+            offset = known[nearest][1]
+            last = (int(k) + 1) * SAMPLES_PER_FRAME - offset
+            if 0 < last <= len(speech.samples):
+                overheads.append(
+                    frame_overhead_ms(int(k), float(r), offset, mic.capture_time, delay)
+                )
     return {
         "latency_ms": summary(latencies),
         "breakdown_ms": {
@@ -188,7 +192,7 @@ async def measure(
             "overhead_all_frames": summary(overheads),
             "server_motion_step_p50": session.get("step_ms_p50"),
             "server_render_p50": session.get("render_ms_p50"),
-            "session_offset_samples": offset,
+            "session_offset_samples": summary([off for _, off in known]),
         },
         "av_sync_ms": {
             **summary(sync),
