@@ -174,8 +174,6 @@ def build_plan(
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
     if fp16:
-        if not builder.platform_has_fast_fp16:
-            log.warning("%s: this GPU has no fast FP16; building %s anyway", BACKEND, onnx_path)
         config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
     for name, shapes in profile_ranges.items():

@@ -9,6 +9,7 @@ mouth height follows ``mouth_open``. The silence and motion stages are the real 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import threading
 import time
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from msadtalker.timing import SAMPLE_RATE, SAMPLES_PER_FRAME, frames_from_ms
-from streamer.config import Config
+from streamer.config import Config, ServerConfig
 from streamer.stages.motion import MotionStage
 from streamer.stages.silence import SilenceStage
 from streamer.types import AudioChunk, FeatureFrame, LipFrame, MotionFrame, VideoFrame
@@ -217,7 +218,8 @@ def stages_under_test(config: Config) -> Callable[[], list[Any]]:
     """The stages the end-to-end (server, browser, kiosk) tests run: the real pipeline, as
     ``msadtalker serve`` builds it (motion stages + the mesh renderer, bundled avatar). The
     tests read the mouth through ``MouthProbe``, so they hold for any renderer."""
-    factory = _prepared_factory(config)
+    # The server section (ports, record dirs, timeouts) has no say in the stages.
+    factory = _prepared_factory(dataclasses.replace(config, server=ServerConfig()))
     return lambda: list(factory())
 
 
@@ -310,7 +312,7 @@ class VirtualMic:
 
     def _ticks_due(self) -> int:
         end = self.session.ingest.end_position or 0
-        due = self.session.stats.ticks
+        due = int(self.session.stats.ticks)
         while self.session.due_time(due) <= self.clock.now() or (due + 1) * 640 <= end:
             due += 1
         return due
@@ -326,7 +328,6 @@ def _serve_fake() -> None:
     import sys
 
     from streamer.commands.serve import run_async, serve
-    from streamer.config import ServerConfig
 
     record_dir = sys.argv[1] if len(sys.argv) > 1 else ""
     config = Config(server=ServerConfig(port=0, jitter_ms=20, record_dir=record_dir))

@@ -43,6 +43,9 @@ from engines.tensorrt_engine import cuda_device, import_tensorrt, optimization_p
 from export.onnx import (  # noqa: E402
     DEFAULT_NETWORKS,
     TOLERANCES,
+    Tolerance,
+    check_parity,
+    compare_outputs,
     export_checkpoints,
     export_network,
     resized_inputs,
@@ -135,6 +138,30 @@ def test_resized_inputs_grow_the_batch_with_distinct_rows() -> None:
     assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
     (small,) = resized_inputs(contract_for("audio2exp", 256), {"batch": 4})[:1]
     assert small.shape == (4, 1, 80, 16)
+
+
+def test_thresholded_tolerance_allows_few_flips_but_not_drift() -> None:
+    contract = contract_for("mapping", 256)
+    tolerance = TOLERANCES["generator_render"]
+
+    def reference(inputs: Any) -> list[np.ndarray]:
+        rows = inputs[0].shape[0]
+        widths = (66, 66, 66, 3, 45)  # yaw, pitch, roll, t, exp
+        return [np.full((rows, width), 0.5, np.float32) for width in widths]
+
+    def flipped(inputs: Any) -> list[np.ndarray]:
+        outputs = [o.copy() for o in reference(inputs)]
+        outputs[0][0, 0] += 5e-3  # one value, as a flipped mask entry does
+        return outputs
+
+    def drifted(inputs: Any) -> list[np.ndarray]:
+        return [o + 3e-4 for o in reference(inputs)]
+
+    assert compare_outputs(reference, flipped, contract, tolerance).ok is True
+    drift = compare_outputs(reference, drifted, contract, tolerance)
+    assert drift.ok is False and "mean |diff|" in drift.describe()
+    strict = compare_outputs(reference, flipped, contract, Tolerance(1e-6, 1e-4))
+    assert strict.ok is False and strict.batch_sizes == (2, 3)
 
 
 # --- unavailable paths --------------------------------------------------------------------------
@@ -293,6 +320,14 @@ def test_small_networks_export_and_match_torch(small_export: tuple[Path, list[An
         entry = manifest.networks[result.network]
         assert entry.opset == 20 and (out / entry.file).is_file()
         assert entry.parity == result.parity
+    # The check can fail: the same file against a module with other (untrained) weights.
+    from msadtalker.models.mapping import MappingNet
+
+    contract = contract_for("mapping", 256)
+    other = check_parity(
+        out / "mapping.onnx", MappingNet(70).eval(), contract, TOLERANCES["mapping"]
+    )
+    assert other.ok is False and other.max_abs_diff > 100 * other.tolerance
 
 
 @pytest.mark.neural
@@ -549,3 +584,135 @@ def test_generator_views_export_and_match_torch(
         expected = generator(image.expand(2, -1, -1, -1), kp_source, kp_driving).prediction
     assert frames.shape == (2, 3, size, size)
     assert float(np.abs(frames - expected.numpy()).max()) <= TOLERANCES["generator"].bound(1.0)
+
+
+# --- TensorRT control flow against a stand-in module ------------------------------------------
+# TensorRT cannot be installed here; these run our builder's and checks' own logic against a
+# minimal fake of the TensorRT 10 calls it makes. They catch our mistakes, not TensorRT's.
+
+
+class _FakeTensorRT:
+    __version__ = "10.0.0"
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level: int) -> None:
+            self.level = level
+
+    class MemoryPoolType:
+        WORKSPACE = "workspace"
+
+    class BuilderFlag:
+        FP16 = "fp16"
+
+    def __init__(self, parse_ok: bool = True) -> None:
+        self.parse_ok = parse_ok
+        self.calls: list[tuple[Any, ...]] = []
+        fake = self
+
+        class Profile:
+            def set_shape(self, *args: Any) -> None:
+                fake.calls.append(("set_shape", *args))
+
+        class Config:
+            def set_memory_pool_limit(self, pool: str, size: int) -> None:
+                fake.calls.append(("pool", pool, size))
+
+            def set_flag(self, flag: str) -> None:
+                fake.calls.append(("flag", flag))
+
+            def add_optimization_profile(self, profile: Profile) -> None:
+                fake.calls.append(("profile",))
+
+        class Builder:
+            def __init__(self, logger: Any) -> None:
+                pass
+
+            def create_network(self, flags: int) -> str:
+                fake.calls.append(("network", flags))
+                return "network"
+
+            def create_builder_config(self) -> Config:
+                return Config()
+
+            def create_optimization_profile(self) -> Profile:
+                return Profile()
+
+            def build_serialized_network(self, network: str, config: Config) -> bytes:
+                return b"PLAN"
+
+        class Error:
+            def desc(self) -> str:
+                return "GridSample: only 4-D input is supported"
+
+        class OnnxParser:
+            num_errors = 1
+
+            def __init__(self, network: str, logger: Any) -> None:
+                pass
+
+            def parse_from_file(self, path: str) -> bool:
+                fake.calls.append(("parse", path))
+                return fake.parse_ok
+
+            def get_error(self, index: int) -> Error:
+                return Error()
+
+        self.Builder = Builder
+        self.OnnxParser = OnnxParser
+
+
+def test_build_plan_flow_with_a_stand_in(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from engines.tensorrt_engine import build_plan
+
+    fake = _FakeTensorRT()
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    contract = contract_for("mapping", 256)
+    plan = tmp_path / "mapping.plan"
+    ranges = build_plan(
+        tmp_path / "mapping.onnx", contract, plan, fp16=True, max_sizes={"batch": 6}
+    )
+    assert plan.read_bytes() == b"PLAN" and not list(tmp_path.glob(".*partial"))
+    assert ("set_shape", "coeffs", (1, 70, 27), (2, 70, 27), (6, 70, 27)) in fake.calls
+    assert ("flag", "fp16") in fake.calls and ("network", 0) in fake.calls
+    assert ranges["coeffs"].max == (6, 70, 27)
+
+    monkeypatch.setitem(sys.modules, "tensorrt", _FakeTensorRT(parse_ok=False))
+    with pytest.raises(EngineUnavailable, match="cannot parse .*: GridSample: only 4-D") as info:
+        build_plan(tmp_path / "g.onnx", contract, tmp_path / "g.plan")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "g.plan").exists()
+
+    old = _FakeTensorRT()
+    old.__version__ = "8.6.1"
+    monkeypatch.setitem(sys.modules, "tensorrt", old)
+    with pytest.raises(
+        EngineUnavailable, match="TensorRT 8.6.1 is installed, this backend needs 10"
+    ):
+        import_tensorrt()
+
+
+def test_plans_from_elsewhere_are_refused(tmp_path: Path) -> None:
+    from engines.manifest import NetworkEntry, ParityEntry, PlanEntry
+    from engines.tensorrt_engine import check_plan
+
+    plan = PlanEntry("audio2exp.plan", "0" * 64, 4, "10.3.0", "NVIDIA H100", "9.0", "fp32", {})
+    entry = NetworkEntry(
+        "audio2exp", "audio2exp.onnx", "0" * 64, 4, 20, "expnet", (), (), None, plan
+    )
+    gpu = ("NVIDIA H100", "9.0")
+    with pytest.raises(ManifestError, match="no TensorRT plan"):
+        check_plan(replace(entry, plan=None), tmp_path, "10.3.0", gpu)
+    with pytest.raises(ManifestError, match="built by TensorRT 10.3.0, this is 10.4.0"):
+        check_plan(entry, tmp_path, "10.4.0", gpu)
+    with pytest.raises(ManifestError, match="built for NVIDIA H100 .* this GPU is NVIDIA L4"):
+        check_plan(entry, tmp_path, "10.3.0", ("NVIDIA L4", "8.9"))
+    failed = replace(plan, parity=ParityEntry(0.5, 1.0, 0.01, False, (1, 2)))
+    with pytest.raises(ManifestError, match="failed its parity check against onnxruntime"):
+        check_plan(replace(entry, plan=failed), tmp_path, "10.3.0", gpu)
+    with pytest.raises(ManifestError, match="audio2exp.plan is missing"):
+        check_plan(entry, tmp_path, "10.3.0", gpu)
+    (tmp_path / "audio2exp.plan").write_bytes(b"PLAN")
+    assert check_plan(entry, tmp_path, "10.3.0", gpu) == plan

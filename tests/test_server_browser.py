@@ -98,6 +98,10 @@ async def test_publisher_page_streams_the_avatar_with_a_moving_mouth(
         try:
             page = await browser.new_page()
             await page.goto(f"{url}/")
+            # Before it connects, the page shows the avatar at rest.
+            await page.wait_for_function(
+                "document.getElementById('poster').naturalWidth > 0", timeout=20000
+            )
             await page.click("#start")
             await page.wait_for_function(
                 "window.msadtalker.status === 'live' || window.msadtalker.error",
@@ -116,10 +120,14 @@ async def test_publisher_page_streams_the_avatar_with_a_moving_mouth(
             assert presented >= 50
             assert len(samples) >= 40
             assert min(samples) < 0.15 and max(samples) > 0.5, samples
-            # The page shows the live figures the server reports.
+            # The page shows the live figures the server reports, and hears the mic.
             await page.wait_for_function("window.msadtalker.latencyMs !== null", timeout=5000)
             figures = await page.inner_text(".figures")
             assert "ms" in figures and ("silent" in figures or "speaking" in figures)
+            await page.wait_for_function(
+                "parseFloat(document.getElementById('mic-level').style.width) > 20",
+                timeout=5000,
+            )
             # Media went over loopback.
             peer = state.peers[session_id]
             ice = peer.pc.getTransceivers()[0].sender.transport.transport
@@ -138,13 +146,19 @@ async def test_publisher_page_streams_the_avatar_with_a_moving_mouth(
             await viewer.click("#start")
             await viewer.wait_for_function("window.msadtalker.framesPresented > 25", timeout=20000)
 
-            # Barge-in from the page's button.
+            # Barge-in from the page's button, and from its key (Esc).
             await page.click("#interrupt")
             for _ in range(50):
                 if peer.session.stats.interrupts:
                     break
                 await asyncio.sleep(0.05)
             assert peer.session.stats.interrupts == 1
+            await page.keyboard.press("Escape")
+            for _ in range(50):
+                if peer.session.stats.interrupts == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert peer.session.stats.interrupts == 2
 
             # Stop hangs up: the server forgets the session and the room's viewer.
             await page.click("#stop")

@@ -242,18 +242,30 @@ async def test_a_renderer_slower_than_real_time_still_streams_every_frame(
     assert max(openings) > 0.3 and min(openings) < 0.1  # the mouth still moves
 
 
-async def test_interrupt_over_http_resets_the_session(live: Server) -> None:
+async def test_interrupt_over_http_shows_rest_on_the_next_frame(live: Server) -> None:
+    """Barge-in while the speech goes on: the first frame made after it shows the mouth
+    closed (within one frame), then the avatar speaks again."""
     speech = speech_like([(0.3, 4.0)], 4.0)
     client = live.client(speech)
     await client.connect(live.http)
     await asyncio.sleep(1.5)
     async with live.http.post(f"{live.url}/sessions/{client.session_id}/interrupt") as resp:
         assert resp.status == 200
-        assert (await resp.json())["interrupted"] is True
-    await asyncio.sleep(0.2)
+        body = await resp.json()
+    assert body["interrupted"] is True
     stats = (await live.stats(client.session_id))["session"]
-    assert stats["interrupts"] == 1
+    await asyncio.sleep(1.0)
     await client.aclose()
+    assert stats["interrupts"] == 1
+    # The tick under way when the barge-in came (``from_tick``) is not published; the first
+    # frame made after it comes out of the pipeline's lookahead ``delay`` frames earlier.
+    first = body["from_tick"] - stats["pipeline_delay_frames"]
+    seen = {f.pts // VIDEO_TICKS: f.value for f in client.video}
+    before = [seen[i] for i in range(first - 8, first) if i in seen]
+    after = sorted(i for i in seen if i >= first)
+    assert max(before) > 0.3  # speaking when interrupted
+    assert after[0] <= first + 1 and seen[after[0]] < 0.12, [seen[i] for i in after[:5]]
+    assert max(seen[i] for i in after[:40]) > 0.3  # the speech goes on: so does the avatar
     await live.wait_until_empty()
 
 
