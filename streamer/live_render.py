@@ -25,9 +25,12 @@ Where the render runs. A thread of its own costs two more thread hand-overs per 
 a loaded machine every hand-over waits for a core: a renderer that needs a small part of a
 frame (the CPU mesh renderer, a few ms) is better run right after the motion stages, in the
 same job on the session's thread (``plan_inline``), where it cannot be late by construction.
-So a ``LiveRender`` starts inline and moves the renderer to its own thread once the median of
-its last renders (on the session's clock) exceeds half a frame, and back when the median of
-25 renders since is under a quarter of a frame.
+So a ``LiveRender`` starts inline and moves the renderer to its own thread once it is slow:
+the median CPU time of its last 5 renders over half a frame, or the median time of its last 25
+on the session's clock over a whole frame (a renderer that waits, e.g. for a GPU). It moves
+back once 25 renders since cost under a quarter of a frame of CPU and took under half a frame.
+CPU time is what decides in the first place because a loaded machine stretches the time of
+every render (waiting for a core) but not its CPU time.
 
 A render stage with a lookahead (``delay_frames > 0``) is not one picture per motion frame;
 it is pushed in order on the thread and awaited, without the drop policy.
@@ -41,6 +44,7 @@ import asyncio
 import functools
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -56,11 +60,12 @@ from streamer.types import MotionFrame, VideoFrame
 
 RenderStage = Stage[MotionFrame, VideoFrame]
 FRAME_MS = 1000.0 / FPS
-SLOW_MS = FRAME_MS / 2  # median above this: the renderer gets its own thread
-FAST_MS = FRAME_MS / 4  # median of SETTLE renders below this: back inline
+SLOW_MS = FRAME_MS / 2  # median CPU above this: the renderer gets its own thread
+FAST_MS = FRAME_MS / 4  # median CPU of SETTLE renders below this: back inline
 SLOW_WINDOW = 5
 SETTLE = 25
-_Rendered = tuple[list[VideoFrame], list[float]]  # pictures, ms per pushed frame
+# The pictures, and per pushed frame (ms on the session's clock, ms of CPU).
+_Rendered = tuple[list[VideoFrame], list[tuple[float, float]]]
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +96,13 @@ class LiveRender:
         self.repeated = 0  # frames published with the last picture instead of their own
         self.late = 0  # renders that missed their frame's deadline (shown by later frames)
         self.render_ms_recent: deque[float] = deque(maxlen=250)
+        self._cpu_ms_recent: deque[float] = deque(maxlen=SETTLE)
         self.render_ms_max = 0.0
         # Until when (clock time) a frame is waiting for its picture: None when none is,
         # inf when one waits for its own picture without a deadline.
         self.waiting_until: float | None = None
         self.threaded = False  # the renderer runs on its own thread (see the module docstring)
+        self.switches = 0
         self._since_switch = 0
 
     @property
@@ -228,36 +235,48 @@ class LiveRender:
 
     def _render(self, motions: list[MotionFrame], reset: bool) -> _Rendered:
         """On the render (or session) thread; touches nothing but the stage (the figures are
-        kept on the event loop's thread). Times are on the session's clock: what counts is
-        how long the video waits."""
+        kept on the event loop's thread). Per frame: the time on the session's clock (how
+        long the video waits) and the CPU time of the thread (what the render costs, which
+        waiting for a core on a loaded machine does not change)."""
         if reset:
             self._stage.reset()
         out: list[VideoFrame] = []
-        times: list[float] = []
+        times: list[tuple[float, float]] = []
         for motion in motions:
-            started = self._clock.now()
+            started, cpu = self._clock.now(), time.thread_time()
             out.extend(self._stage.push(motion))
-            times.append((self._clock.now() - started) * 1000.0)
+            elapsed = (self._clock.now() - started) * 1000.0
+            times.append((elapsed, (time.thread_time() - cpu) * 1000.0))
         return out, times
 
-    def _note(self, times: list[float]) -> None:
-        self.render_ms_recent.extend(times)
-        self.render_ms_max = max([self.render_ms_max, *times])
+    def _note(self, times: list[tuple[float, float]]) -> None:
+        """Keep the figures; move the renderer when it has turned slow or fast (module
+        docstring): slow = costs over half a frame of CPU, or takes over a frame of time."""
+        self.render_ms_recent.extend(elapsed for elapsed, _ in times)
+        self._cpu_ms_recent.extend(cpu for _, cpu in times)
+        self.render_ms_max = max([self.render_ms_max, *(elapsed for elapsed, _ in times)])
         self._since_switch += len(times)
-        recent = list(self.render_ms_recent)
-        if not self.threaded and recent:
-            if float(np.median(recent[-SLOW_WINDOW:])) > SLOW_MS:
+        if not times:
+            return
+        elapsed_ms = list(self.render_ms_recent)[-SETTLE:]
+        cpu_ms = list(self._cpu_ms_recent)
+        if not self.threaded:
+            slow_cpu = float(np.median(cpu_ms[-SLOW_WINDOW:])) > SLOW_MS
+            if slow_cpu or float(np.median(elapsed_ms)) > FRAME_MS:
                 self._switch(threaded=True)
-        elif self.threaded and self._since_switch >= SETTLE:
-            if float(np.median(recent[-SETTLE:])) < FAST_MS:
+        elif self._since_switch >= SETTLE:
+            fast_cpu = float(np.median(cpu_ms[-SETTLE:])) < FAST_MS
+            if fast_cpu and float(np.median(elapsed_ms)) < SLOW_MS:
                 self._switch(threaded=False)
 
     def _switch(self, threaded: bool) -> None:
         self.threaded = threaded
+        self.switches += 1
         self._since_switch = 0
-        median = float(np.median(list(self.render_ms_recent)[-SLOW_WINDOW:]))
+        elapsed = float(np.median(list(self.render_ms_recent)[-SETTLE:]))
+        cpu = float(np.median(list(self._cpu_ms_recent)[-SETTLE:]))
         where = "its own thread" if threaded else "the session's thread"
-        log.info("renderer moves to %s (median %.1f ms per frame)", where, median)
+        log.info("renderer moves to %s (median %.1f ms, %.1f ms CPU)", where, elapsed, cpu)
 
     def _collect(self) -> list[VideoFrame]:
         """Take a finished render's pictures (raises what the render raised)."""

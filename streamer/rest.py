@@ -1,6 +1,7 @@
 """The avatar at rest: head at the photo's own pose, mouth closed, eyes open, neutral face.
 
-What a barge-in returns to, what the idle page shows, what the mouth probe measures from.
+What a barge-in returns to (``at_rest`` finds such a picture) and what the mouth probe
+measures from (``rest_motion``).
 """
 
 from __future__ import annotations

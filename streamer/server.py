@@ -47,6 +47,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc import clock as rtc_clock
 from aiortc.mediastreams import MediaStreamTrack
 
+from msadtalker.timing import SAMPLES_PER_FRAME
 from streamer.clock import Clock, RealtimeClock
 from streamer.config import Config
 from streamer.io.trace import TraceWriter
@@ -61,15 +62,16 @@ from streamer.io.webrtc import (
     use_low_latency_receive,
 )
 from streamer.live import StageFactory
-from streamer.rest import rest_motion
+from streamer.pipeline import Pipeline
 from streamer.rooms import ROOM_ID, Room, RoomRegistry
 from streamer.session import FrameSink, LiveSession, Subscription
-from streamer.types import VideoFrame
+from streamer.types import AudioChunk, VideoFrame
 
 log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 Role = Literal["publisher", "viewer"]
+POSTER_FRAMES = 5  # frames of silence rendered for the poster (after the pipeline's lookahead)
 
 _SENDING = {"sendrecv", "sendonly"}
 _DIRECTIONS = {"sendrecv", "sendonly", "recvonly", "inactive"}
@@ -263,11 +265,15 @@ async def handle_poster(request: web.Request) -> web.Response:
 
 
 def _render_poster(stage_factory: StageFactory) -> bytes:
-    stages = list(stage_factory())
-    frames = stages[-1].push(rest_motion())
-    if len(frames) != 1 or not isinstance(frames[0], VideoFrame):
-        raise ValueError("the last stage is not a renderer")
-    ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(frames[0].image[..., ::-1]))
+    """The avatar at rest, made by the pipeline itself (so for any renderer): a few frames of
+    silence through a fresh stage list, the one with the eyes most open."""
+    pipeline: Pipeline[Any] = Pipeline(list(stage_factory()))
+    silence = np.zeros((pipeline.delay_frames + POSTER_FRAMES) * SAMPLES_PER_FRAME, np.float32)
+    frames = [f for f in pipeline.push(AudioChunk(silence, 0)) if isinstance(f, VideoFrame)]
+    if not frames:
+        raise ValueError("the stages make no pictures")
+    rest = min(frames, key=lambda f: f.motion.blink)
+    ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(rest.image[..., ::-1]))
     if not ok:
         raise ValueError("JPEG encoding failed")
     return bytes(jpeg)

@@ -378,6 +378,8 @@ class LiveSession:
         stats["subscriber_drops"] = self._fanout.dropped
         stats["subscribers"] = len(self._fanout.subscribers)
         stats["ingest"] = asdict(self.ingest.stats)
+        stats["render_on_own_thread"] = bool(self._render is not None and self._render.threaded)
+        stats["render_thread_switches"] = self._render.switches if self._render is not None else 0
         stats["pipeline_delay_frames"] = self.delay_frames
         stats["latency_ms_designed"] = round(self.latency_s * 1000.0, 1)
         elapsed = self.now() if self._task is not None else 0.0

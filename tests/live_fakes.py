@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -231,7 +231,7 @@ def _prepared_factory(config: Config) -> Callable[[], Any]:
     return live_stage_factory(config)
 
 
-def mouth_probe(stages: Callable[[], list[Any]]) -> Any:
+def mouth_probe(stages: Callable[[], Sequence[Any]]) -> Any:
     from streamer.bench.mouth import MouthProbe
 
     return MouthProbe.from_render_stage(stages()[-1])

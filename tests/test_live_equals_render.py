@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -24,6 +25,7 @@ from streamer.io.audio_source import AudioFileSource
 from streamer.io.trace import TraceWriter
 from streamer.pipeline import Pipeline
 from streamer.session import LiveSession
+from streamer.types import VideoFrame
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +38,11 @@ def _speech_wav(tmp_path: Path) -> Path:
 
 
 async def _live_trace(
-    stages: list, wav: Path, path: Path, renders: bool, pictures: list | None = None
+    stages: list[Any],
+    wav: Path,
+    path: Path,
+    renders: bool,
+    pictures: list[np.ndarray] | None = None,
 ) -> LiveSession:
     """``wav`` through a live session on a virtual clock, the mic delivering in time; the
     published pictures go to ``pictures``."""
@@ -96,7 +102,8 @@ async def test_live_session_equals_msadtalker_render(tmp_path: Path) -> None:
     # The pictures too: pixel for pixel those of the same stages run offline, and (through
     # H.264) those of render's mp4.
     chunks = AudioFileSource(wav)
-    reference = [frame.image for frame in Pipeline(list(factory())).run(chunks)]
+    same_stages: Pipeline[VideoFrame] = Pipeline(list(factory()))
+    reference = [frame.image for frame in same_stages.run(chunks)]
     assert len(pictures) == len(reference) == len(live.read_text().splitlines()) - 1
     assert all(np.array_equal(a, b) for a, b in zip(pictures, reference, strict=True))
     with av.open(str(mp4)) as container:

@@ -13,7 +13,6 @@ import base64
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -22,9 +21,10 @@ import soundfile as sf
 from aiohttp.test_utils import TestServer
 from aioice.ice import get_host_addresses
 from live_fakes import mouth_probe, speech_like, stages_under_test
-from playwright.async_api import async_playwright
+from playwright.async_api import Page, async_playwright
 
 from msadtalker.timing import SAMPLE_RATE
+from streamer.bench.mouth import MouthProbe
 from streamer.config import Config, ServerConfig
 from streamer.server import STATE, make_app
 
@@ -74,13 +74,14 @@ async def server() -> AsyncIterator[TestServer]:
     await srv.close()
 
 
-async def _openness(page: object, probe: Any) -> float | None:
-    data = await page.evaluate("window.msadtalker.grab()")  # type: ignore[attr-defined]
+async def _openness(page: Page, probe: MouthProbe) -> float | None:
+    data = await page.evaluate("window.msadtalker.grab()")
     if not data:
         return None
     png = np.frombuffer(base64.b64decode(data.split(",", 1)[1]), np.uint8)
-    rgb = cv2.imdecode(png, cv2.IMREAD_COLOR)[..., ::-1]
-    return probe.openness(rgb)
+    bgr = cv2.imdecode(png, cv2.IMREAD_COLOR)
+    assert bgr is not None, "the page's frame grab is not a PNG"
+    return probe.openness(bgr[..., ::-1])
 
 
 async def test_publisher_page_streams_the_avatar_with_a_moving_mouth(
@@ -89,9 +90,9 @@ async def test_publisher_page_streams_the_avatar_with_a_moving_mouth(
     wav = tmp_path / "speech.wav"
     # Chromium loops the file: 1 s of silence, 1.5 s of speech, repeat.
     sf.write(wav, speech_like([(1.0, 2.5)], 2.5), SAMPLE_RATE, subtype="PCM_16")
-    probe = mouth_probe(server.app[STATE].stage_factory)  # type: ignore[index]
+    state = server.app[STATE]
+    probe = mouth_probe(state.stage_factory)
     url = str(server.make_url("")).rstrip("/")
-    state = server.app[STATE]  # type: ignore[index]
 
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=chromium, args=_chromium_args(wav))
@@ -130,6 +131,7 @@ async def test_publisher_page_streams_the_avatar_with_a_moving_mouth(
             )
             # Media went over loopback.
             peer = state.peers[session_id]
+            assert peer.pc is not None
             ice = peer.pc.getTransceivers()[0].sender.transport.transport
             pairs = list(ice.iceGatherer._connection._nominated.values())
             assert pairs and all(p.local_candidate.host == "127.0.0.1" for p in pairs)

@@ -56,15 +56,16 @@ class Server:
 
     @property
     def state(self) -> ServerState:
-        return self.server.app[STATE]  # type: ignore[index]
+        return self.server.app[STATE]
 
     def client(self, audio: np.ndarray | None = None, **kwargs: object) -> LoopbackClient:
         return LoopbackClient(self.url, audio, on_video=self.openness, **kwargs)  # type: ignore[arg-type]
 
-    async def stats(self, session_id: str) -> dict:
+    async def stats(self, session_id: str) -> dict[str, Any]:
         async with self.http.get(f"{self.url}/sessions/{session_id}") as resp:
             assert resp.status == 200
-            return await resp.json()
+            body: dict[str, Any] = await resp.json()
+            return body
 
     async def wait_until_empty(self, timeout_s: float = 10.0) -> None:
         for _ in range(int(timeout_s / 0.05)):
@@ -92,7 +93,7 @@ async def live(tmp_path: Path) -> AsyncIterator[Server]:
 def _read_mic(path: Path) -> np.ndarray:
     audio, rate = sf.read(path, dtype="float32")
     assert rate == SAMPLE_RATE
-    return audio
+    return np.asarray(audio, dtype=np.float32)
 
 
 async def test_wav_as_mic_gives_frames_and_mouth_motion_where_the_speech_is(
@@ -278,6 +279,7 @@ async def test_a_vanished_client_is_cleaned_up_and_others_go_on(live: Server) ->
     ghost = live.client(speech)
     await ghost.connect(live.http)
     await asyncio.sleep(0.5)
+    sessions = {pid: peer.session for pid, peer in live.state.peers.items()}
     # One hangs up without a word (DTLS close), one disappears: its packets just stop.
     await polite.pc.close()
     for transceiver in ghost.pc.getTransceivers():
@@ -290,6 +292,13 @@ async def test_a_vanished_client_is_cleaned_up_and_others_go_on(live: Server) ->
             break
         await asyncio.sleep(0.05)
     assert set(live.state.peers) == {stays.session_id}
+    gone = [sessions[polite.session_id], sessions[ghost.session_id]]
+    for _ in range(100):  # the peer is forgotten first, then its session is closed
+        if all(s.finished.is_set() and s._executor._shutdown for s in gone):
+            break
+        await asyncio.sleep(0.05)
+    assert all(s.finished.is_set() and s._executor._shutdown for s in gone)
+    assert not sessions[stays.session_id].finished.is_set()
     await asyncio.sleep(0.5)
     assert len(stays.video) > before + 10  # still streaming
     indices = sorted(f.pts // VIDEO_TICKS for f in stays.video)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from live_fakes import stages_under_test
 
@@ -17,13 +19,16 @@ from streamer.io.webrtc import make_peer_connection, use_loopback_candidates
 from streamer.server import STATE, drain, make_app
 
 
-def _config(**server: object) -> Config:
-    base = {"jitter_ms": 20, "connect_timeout_s": 1.0, "max_sessions": 16}
+def _config(**server: Any) -> Config:
+    base: dict[str, Any] = {"jitter_ms": 20, "connect_timeout_s": 1.0, "max_sessions": 16}
     base.update(server)
-    return Config(server=ServerConfig(**base))  # type: ignore[arg-type]
+    return Config(server=ServerConfig(**base))
 
 
-async def _client(config: Config) -> TestClient:
+Client = TestClient[web.Request, web.Application]
+
+
+async def _client(config: Config) -> Client:
     app = make_app(config, stages_under_test(config))
     client = TestClient(TestServer(app))
     await client.start_server()
@@ -31,7 +36,7 @@ async def _client(config: Config) -> TestClient:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[TestClient]:
+async def client() -> AsyncIterator[Client]:
     c = await _client(_config())
     yield c
     await c.close()
@@ -55,16 +60,16 @@ def offer_sdp() -> str:
     return asyncio.run(_offer_sdp())
 
 
-async def _expect_error(resp: object, status: int, pattern: str) -> dict:
-    assert resp.status == status, await resp.text()  # type: ignore[attr-defined]
-    assert resp.content_type == "application/json"  # type: ignore[attr-defined]
-    body = await resp.json()  # type: ignore[attr-defined]
+async def _expect_error(resp: ClientResponse, status: int, pattern: str) -> dict[str, Any]:
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/json"
+    body: dict[str, Any] = await resp.json()
     assert body["status"] == status
     assert re.search(pattern, body["error"], re.IGNORECASE), body
     return body
 
 
-async def test_healthz_answers_while_sessions_are_accepted(client: TestClient) -> None:
+async def test_healthz_answers_while_sessions_are_accepted(client: Client) -> None:
     resp = await client.get("/healthz")
     assert resp.status == 200
     assert (await resp.json())["status"] == "ok"
@@ -87,14 +92,14 @@ async def test_healthz_answers_while_sessions_are_accepted(client: TestClient) -
     ],
 )
 async def test_bad_offer_bodies_get_a_400(
-    client: TestClient, body: bytes, status: int, pattern: str
+    client: Client, body: bytes, status: int, pattern: str
 ) -> None:
     resp = await client.post("/offer", data=body, headers={"Content-Type": "application/json"})
     await _expect_error(resp, status, pattern)
     _assert_clean(client)
 
 
-async def test_huge_bodies_and_sdp_are_refused_unread(client: TestClient, offer_sdp: str) -> None:
+async def test_huge_bodies_and_sdp_are_refused_unread(client: Client, offer_sdp: str) -> None:
     limit = ServerConfig().max_sdp_bytes
     resp = await client.post("/offer", data=b"x" * (3 * limit))
     await _expect_error(resp, 413, "too large")
@@ -104,7 +109,7 @@ async def test_huge_bodies_and_sdp_are_refused_unread(client: TestClient, offer_
     _assert_clean(client)
 
 
-async def test_offers_without_a_microphone_are_refused(client: TestClient) -> None:
+async def test_offers_without_a_microphone_are_refused(client: Client) -> None:
     no_audio = await _offer_sdp(audio=None)
     resp = await client.post("/offer", json={"type": "offer", "sdp": no_audio})
     await _expect_error(resp, 400, "no microphone")
@@ -133,9 +138,9 @@ def _only_codec(sdp: str, kind: str, payload: str, rtpmap: str) -> str:
     return "\r\n".join(out)
 
 
-def _assert_clean(client: TestClient) -> None:
+def _assert_clean(client: Client) -> None:
     """Nothing of a refused offer is left: no peer, room, negotiation or task."""
-    state = client.app[STATE]  # type: ignore[index]
+    state = client.app[STATE]
     assert not state.peers and not len(state.rooms) and state.negotiating == 0
     assert not state.tasks
 
@@ -150,7 +155,7 @@ def _assert_clean(client: TestClient) -> None:
     ],
 )
 async def test_unsupported_codecs_are_refused(
-    client: TestClient, offer_sdp: str, kind: str, payload: str, rtpmap: str
+    client: Client, offer_sdp: str, kind: str, payload: str, rtpmap: str
 ) -> None:
     sdp = _only_codec(offer_sdp, kind, payload, rtpmap)
     resp = await client.post("/offer", json={"type": "offer", "sdp": sdp})
@@ -159,7 +164,7 @@ async def test_unsupported_codecs_are_refused(
 
 
 async def test_a_failure_of_ours_is_a_json_500_and_leaves_nothing(offer_sdp: str) -> None:
-    def broken() -> list:
+    def broken() -> list[Any]:
         raise RuntimeError("stage construction failed")
 
     app = make_app(_config(), broken)
@@ -174,7 +179,7 @@ async def test_a_failure_of_ours_is_a_json_500_and_leaves_nothing(offer_sdp: str
         await client.close()
 
 
-async def test_unknown_sessions_and_rooms_are_404(client: TestClient, offer_sdp: str) -> None:
+async def test_unknown_sessions_and_rooms_are_404(client: Client, offer_sdp: str) -> None:
     await _expect_error(await client.get("/sessions/nope"), 404, "no session")
     await _expect_error(await client.post("/sessions/nope/interrupt"), 404, "no session")
     await _expect_error(await client.delete("/sessions/nope"), 404, "no session")
@@ -206,7 +211,7 @@ async def test_a_hundred_offers_at_once() -> None:
         refused = next(r for r in responses if r.status == 429)
         await _expect_error(refused, 429, "limit")
         assert refused.headers.get("Retry-After")
-        state = client.app[STATE]  # type: ignore[index]
+        state = client.app[STATE]
         assert len(state.peers) == 16 and len(state.rooms) == 16
         sessions = [p.session for p in state.peers.values()]
         for _ in range(100):
@@ -243,18 +248,18 @@ async def test_a_room_has_one_publisher_and_healthz_says_when_full(offer_sdp: st
         await client.close()
 
 
-async def test_drain_stops_accepting(client: TestClient, offer_sdp: str) -> None:
+async def test_drain_stops_accepting(client: Client, offer_sdp: str) -> None:
     resp = await client.post("/offer", json={"type": "offer", "sdp": offer_sdp})
     assert resp.status == 200
-    await drain(client.app)  # type: ignore[arg-type]
+    await drain(client.app)
     health = await client.get("/healthz")
     assert health.status == 503 and (await health.json())["status"] == "draining"
     resp = await client.post("/offer", json={"type": "offer", "sdp": offer_sdp})
     await _expect_error(resp, 503, "shutting down")
-    assert not client.app[STATE].peers  # type: ignore[index]
+    assert not client.app[STATE].peers
 
 
-async def test_pages_are_served(client: TestClient) -> None:
+async def test_pages_are_served(client: Client) -> None:
     for path, marker in (
         ("/", 'data-role="publisher"'),
         ("/viewer", 'data-role="viewer"'),
@@ -288,7 +293,10 @@ async def test_loopback_candidates_and_low_latency_receive_are_in_place() -> Non
         line for line in pc.localDescription.sdp.splitlines() if line.startswith("a=candidate")
     ]
     assert candidates and all(" 127.0.0.1 " in line for line in candidates)
-    buffers = {t.kind: t.receiver._RTCRtpReceiver__jitter_buffer for t in pc.getTransceivers()}
+    buffers = {
+        t.kind: t.receiver._RTCRtpReceiver__jitter_buffer  # type: ignore[attr-defined]
+        for t in pc.getTransceivers()
+    }
     assert isinstance(buffers["audio"], _ImmediateAudioBuffer)
     assert isinstance(buffers["video"], _MarkerVideoBuffer)
     await pc.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,7 +31,7 @@ SERVER = ServerConfig(jitter_ms=20, queue_frames=4, behind_frames=2)
 
 
 def _session(
-    config: Config | None = None, server: ServerConfig = SERVER, sinks: tuple = ()
+    config: Config | None = None, server: ServerConfig = SERVER, sinks: tuple[Any, ...] = ()
 ) -> tuple[LiveSession, VirtualClock]:
     clock = VirtualClock()
     session = LiveSession(fake_stages(config or Config()), clock, server, sinks=sinks)
