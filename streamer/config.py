@@ -56,6 +56,10 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 8080
+    # Lookahead of live sessions (``pipeline.lookahead_ms`` is the offline one). 0 makes the
+    # silence window fully causal: mouth-visible latency p95 ~140 ms on the mesh path instead
+    # of ~220 ms with the paper's centred window (80 ms), see docs/live.md.
+    lookahead_ms: int = 0
     max_sessions: int = 16
     max_viewers_per_room: int = 64
     max_sdp_bytes: int = 64_000
@@ -88,6 +92,8 @@ class ServerConfig:
             raise ValueError("session, viewer and queue limits must be >= 1")
         if self.max_sdp_bytes < 256:
             raise ValueError("max_sdp_bytes must be >= 256")
+        if self.lookahead_ms < 0:
+            raise ValueError("lookahead_ms must be >= 0")
         if self.jitter_ms < 0 or self.behind_frames < 0:
             raise ValueError("jitter_ms and behind_frames must be >= 0")
         if min(self.connect_timeout_s, self.peer_timeout_s) <= 0 or self.drain_timeout_s < 0:
@@ -102,6 +108,12 @@ class Config:
     blink: BlinkConfig = field(default_factory=BlinkConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+
+
+def live_config(config: Config) -> Config:
+    """The config a live session runs: the pipeline's lookahead is the server's."""
+    pipeline = dataclasses.replace(config.pipeline, lookahead_ms=config.server.lookahead_ms)
+    return dataclasses.replace(config, pipeline=pipeline)
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:

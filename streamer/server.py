@@ -472,13 +472,19 @@ def _attach_outputs(pc: RTCPeerConnection, peer: Peer) -> None:
             sub = peer.session.subscribe(
                 f"{peer.role}-{peer.id}-audio", 2 * peer.session.config.queue_frames
             )
-            track = SpeechAudioTrack(sub)
+            track = SpeechAudioTrack(sub, opus=_sends_opus(transceiver))
         else:
             continue
         peer.subscriptions.append(sub)
         transceiver.sender.replaceTrack(track)
         receives_mic = transceiver.kind == "audio" and peer.role == "publisher"
         transceiver.direction = "sendrecv" if receives_mic else "sendonly"
+
+
+def _sends_opus(transceiver: Any) -> bool:
+    """Whether the negotiated send codec (aiortc's first common codec) is Opus."""
+    codecs = getattr(transceiver, "_codecs", None) or []
+    return bool(codecs) and str(codecs[0].mimeType).lower() == "audio/opus"
 
 
 def _watch(state: ServerState, peer: Peer, pc: RTCPeerConnection) -> None:

@@ -42,8 +42,16 @@ def make_synthetic_checkpoints(seed: int, size: int = 256) -> Path:
             pytest.skip(f"checkpoint script not found at {script}")
         out.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [sys.executable, str(script), "--seed", str(seed), "--out", str(out),
-             "--size", str(size)],
+            [
+                sys.executable,
+                str(script),
+                "--seed",
+                str(seed),
+                "--out",
+                str(out),
+                "--size",
+                str(size),
+            ],
             check=True,
         )
         marker.touch()

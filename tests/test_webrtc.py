@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fractions
 from dataclasses import replace
 
+import av
 import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError
@@ -101,3 +103,32 @@ def test_audio_buffer_releases_every_packet_and_drops_late_ones() -> None:
 )
 def test_loopback_mode(setting: str, host: str, mode: str) -> None:
     assert resolve_loopback_mode(setting, host) == mode
+
+
+async def test_audio_track_encodes_opus_itself_with_the_frames_pts() -> None:
+    fanout = FanOut(default_size=8)
+    track = SpeechAudioTrack(fanout.subscribe("a"), opus=True)
+    tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(4 * 640) / 16000).astype(np.float32)
+    for i in (0, 1, 3):  # frame 2 never reached this subscriber: silence fills it
+        frame = _frame(i)
+        features = replace(frame.motion.lips.features, audio=tone[i * 640 : (i + 1) * 640])
+        lips = replace(frame.motion.lips, features=features)
+        motion = replace(frame.motion, silence=replace(frame.motion.silence, lips=lips))
+        fanout.publish(replace(frame, motion=motion))
+    fanout.end()
+    packets = []
+    while True:
+        try:
+            packets.append(await track.recv())
+        except MediaStreamError:
+            break
+    assert all(isinstance(p, av.Packet) for p in packets)
+    assert [p.pts for p in packets] == [960 * k for k in range(8)]
+    assert all(p.time_base == fractions.Fraction(1, 48000) for p in packets)
+    decoder = av.CodecContext.create("opus", "r")
+    decoded = [frame for p in packets for frame in decoder.decode(p)]
+    assert sum(frame.samples for frame in decoded) == 8 * 960
+    scale = [32767.0 if frame.format.name.startswith("s16") else 1.0 for frame in decoded]
+    levels = [np.abs(f.to_ndarray()).mean() / k for f, k in zip(decoded, scale, strict=True)]
+    # Opus delays by its 312-sample pre-skip: the fill's second packet is silent throughout.
+    assert min(levels[:4]) > 0.2 and levels[5] < 0.02 and levels[7] > 0.2

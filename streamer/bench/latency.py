@@ -52,6 +52,7 @@ from streamer.types import AudioChunk
 
 log = logging.getLogger(__name__)
 
+LIVE = True  # --lookahead-ms is the live sessions' (server.lookahead_ms)
 DESCRIPTION = "live: mic sample -> mouth visible on the receiver (p50/p95) and A/V sync"
 AUDIO_RATE = 48_000
 VIDEO_TICKS = 3600
@@ -68,7 +69,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from streamer.commands._options import config_from_args
     from streamer.live import live_stage_factory
 
-    config = config_from_args(args, {"server.jitter_ms": getattr(args, "jitter_ms", None)})
+    jitter = {"server.jitter_ms": getattr(args, "jitter_ms", None)}
+    config = config_from_args(args, jitter, live=True)
     stages = live_stage_factory(config, args.avatar, args.checkpoints)
     argv = _serve_flags(args)
     speech = onset_speech(bursts=args.bursts, seed=getattr(args, "seed", None) or 0)

@@ -27,6 +27,7 @@ from streamer.io.webrtc_client import LoopbackClient
 
 log = logging.getLogger(__name__)
 
+LIVE = True  # --lookahead-ms is the live sessions' (server.lookahead_ms)
 DESCRIPTION = "live: concurrent 25 fps publisher sessions held with < 1 percent dropped frames"
 DROP_LIMIT = 0.01
 
@@ -82,7 +83,7 @@ async def _step(url: str, pid: int | None, count: int, seconds: float) -> dict[s
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         clients = [
-            LoopbackClient(url, speech.samples, keep_audio=False, decode_video=False)
+            LoopbackClient(url, speech.samples, keep_audio=False, decode_video=False, mic_opus=True)
             for _ in range(count)
         ]
         results = await asyncio.gather(*(c.connect(http) for c in clients), return_exceptions=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from streamer.build import StageFactory, stage_factory
-from streamer.config import Config, load_config
+from streamer.config import Config, live_config, load_config
 
 # msadtalker.weights.ENV_VAR; repeated so that building the parser does not import torch.
 CHECKPOINTS_ENV = "MSADTALKER_CHECKPOINTS"
@@ -119,7 +119,16 @@ def stage_factory_from_args(config: Config, args: argparse.Namespace) -> StageFa
     return stage_factory(config, avatar, checkpoints_of(args), face_index)
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
+def add_config_flags(parser: argparse.ArgumentParser, live: bool = False) -> None:
+    """``--config``, ``--seed``, ``--lookahead-ms``; ``live``: the lookahead is the server's
+    (``server.lookahead_ms``, default 0) rather than the offline one."""
+    lookahead_help = (
+        "lookahead of the live sessions (default 0 = causal, lowest latency; 80 = the paper's "
+        "centred silence window)"
+        if live
+        else "lookahead granted to the streaming stages (default 80 = the paper's centred "
+        "silence window; 0 = lowest latency)"
+    )
     parser.add_argument(
         "--config",
         type=existing_file,
@@ -136,8 +145,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         "--lookahead-ms",
         type=non_negative_int,
         metavar="MS",
-        help="lookahead granted to the streaming stages (default 80 = the "
-        "paper's centred silence window; 0 = lowest latency)",
+        help=lookahead_help,
     )
 
 
@@ -151,10 +159,16 @@ def add_audio_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def config_from_args(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Config:
+def config_from_args(
+    args: argparse.Namespace, extra: dict[str, Any] | None = None, live: bool = False
+) -> Config:
+    """Defaults < ``--config`` < flags. ``live``: ``--lookahead-ms`` sets
+    ``server.lookahead_ms`` and the result is the live sessions' config (``live_config``)."""
+    lookahead_key = "server.lookahead_ms" if live else "pipeline.lookahead_ms"
     overrides: dict[str, Any] = {
         "pipeline.seed": getattr(args, "seed", None),
-        "pipeline.lookahead_ms": getattr(args, "lookahead_ms", None),
+        lookahead_key: getattr(args, "lookahead_ms", None),
     }
     overrides.update(extra or {})
-    return load_config(getattr(args, "config", None), overrides)
+    config = load_config(getattr(args, "config", None), overrides)
+    return live_config(config) if live else config

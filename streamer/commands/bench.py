@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             metavar="OUT",
             help="also write the figures to this JSON file",
         )
-        add_config_flags(child)
+        add_config_flags(child, live=getattr(module, "LIVE", False))
         module.add_arguments(child)
         child.set_defaults(run=run, bench_module=module)
 

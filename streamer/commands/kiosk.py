@@ -62,7 +62,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--port", type=int, help="port of the loopback viewer page (default 8080; 0 = any)"
     )
     add_avatar_flags(parser)
-    add_config_flags(parser)
+    add_config_flags(parser, live=True)
     parser.set_defaults(run=run)
 
 
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{index:3d}  {name}  ({rate:.0f} Hz)")
         return 0
     overrides = {"server.host": "127.0.0.1", "server.port": args.port, **avatar_overrides(args)}
-    config = config_from_args(args, overrides)
+    config = config_from_args(args, overrides, live=True)
     device: int | str | None = args.device
     if isinstance(device, str) and device.isdigit():
         device = int(device)

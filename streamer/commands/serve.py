@@ -37,13 +37,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8080; 0 = any)")
     add_avatar_flags(parser)
-    add_config_flags(parser)
+    add_config_flags(parser, live=True)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     overrides = {"server.host": args.host, "server.port": args.port, **avatar_overrides(args)}
-    config = config_from_args(args, overrides)
+    config = config_from_args(args, overrides, live=True)
     stages = stage_factory_from_args(config, args)
 
     def announce(url: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,25 +50,41 @@ def plot_trace(trace: Trace, envelope: WaveformEnvelope, path: str | Path, title
     fig, axes = plt.subplots(4, 1, figsize=(12, 8.5), sharex=True, constrained_layout=True)
     fig.suptitle(title or "MSadTalker motion trace")
 
-    def shade(ax: "plt.Axes") -> None:  # type: ignore[name-defined]
+    def shade(ax: Any) -> None:
         quiet = silent_weight < 0.5
         if quiet.any():
             ax.fill_between(
-                t, 0, 1, where=quiet, transform=ax.get_xaxis_transform(),
-                color="0.85", step="mid", linewidth=0, label="silence (w~ < 0.5)",
+                t,
+                0,
+                1,
+                where=quiet,
+                transform=ax.get_xaxis_transform(),
+                color="0.85",
+                step="mid",
+                linewidth=0,
+                label="silence (w~ < 0.5)",
             )
 
     ax = axes[0]
     shade(ax)
-    ax.fill_between(t, envelope.lows[: len(t)], envelope.highs[: len(t)], color="tab:blue",
-                    step="mid", linewidth=0)
+    ax.fill_between(
+        t,
+        envelope.lows[: len(t)],
+        envelope.highs[: len(t)],
+        color="tab:blue",
+        step="mid",
+        linewidth=0,
+    )
     ax.set_ylabel("waveform")
     ax.set_ylim(-1.05, 1.05)
 
     ax = axes[1]
     shade(ax)
-    for name, color in (("pitch_deg", "tab:red"), ("yaw_deg", "tab:green"),
-                        ("roll_deg", "tab:purple")):
+    for name, color in (
+        ("pitch_deg", "tab:red"),
+        ("yaw_deg", "tab:green"),
+        ("roll_deg", "tab:purple"),
+    ):
         ax.plot(t, trace[name], color=color, linewidth=1.2, label=name.removesuffix("_deg"))
     ax.axhline(0, color="0.5", linewidth=0.6)
     ax.set_ylabel("head pose (deg)")
@@ -81,8 +98,14 @@ def plot_trace(trace: Trace, envelope: WaveformEnvelope, path: str | Path, title
 
     ax = axes[3]
     shade(ax)
-    ax.step(t, (~trace["silent"]).astype(float), where="mid", color="0.4", linewidth=0.8,
-            label="raw speech (1 - silent)")
+    ax.step(
+        t,
+        (~trace["silent"]).astype(float),
+        where="mid",
+        color="0.4",
+        linewidth=0.8,
+        label="raw speech (1 - silent)",
+    )
     ax.plot(t, silent_weight, color="tab:blue", linewidth=1.4, label="w~ (silence weight)")
     ax.set_ylim(-0.05, 1.1)
     ax.set_ylabel("weight")

@@ -29,6 +29,7 @@ from msadtalker.timing import SAMPLE_RATE
 from streamer.ingest import StreamResampler, frame_to_mono
 from streamer.io.webrtc import (
     LoopbackMode,
+    OpusPacketEncoder,
     close_quietly,
     make_peer_connection,
     use_loopback_candidates,
@@ -50,10 +51,14 @@ class PacedAudioTrack(MediaStreamTrack):
         rate: int = SAMPLE_RATE,
         stop_after: bool = False,
         gaps: tuple[tuple[float, float], ...] = (),
+        opus: bool = False,
     ) -> None:
         """``gaps``: (start_s, end_s) spans of the clip whose packets are never sent (loss,
-        or a mic that stalls); the pts of the next packet jumps over them."""
+        or a mic that stalls); the pts of the next packet jumps over them. ``opus``: hand
+        aiortc ready Opus packets (the codec must be Opus), as a browser encodes natively;
+        many clients in one process then stay off aiortc's per-packet executor round trip."""
         super().__init__()
+        self._opus = OpusPacketEncoder() if opus else None
         self._gaps = gaps
         up = StreamResampler(rate, MIC_RATE).process(np.asarray(samples, dtype=np.float32))
         pad = (-len(up)) % MIC_PACKET
@@ -75,7 +80,16 @@ class PacedAudioTrack(MediaStreamTrack):
             raise RuntimeError("the track has not started")
         return self.started_at + sample / self._rate
 
-    async def recv(self) -> av.AudioFrame:
+    async def recv(self) -> av.AudioFrame | av.Packet:
+        while True:
+            frame = await self._next_frame()
+            if self._opus is None:
+                return frame
+            packets = self._opus.encode(frame)
+            if packets:
+                return packets[0]
+
+    async def _next_frame(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
         if self.started_at is None:
@@ -135,6 +149,7 @@ class LoopbackClient:
     decode_video: bool = True  # False: only count frames (no RGB conversion)
     read_media: bool = True
     mic_gaps: tuple[tuple[float, float], ...] = ()
+    mic_opus: bool = False  # see PacedAudioTrack
     video: list[ReceivedVideo] = field(default_factory=list)
     received_audio: list[ReceivedAudio] = field(default_factory=list)
     answer: dict[str, Any] = field(default_factory=dict)
@@ -154,7 +169,7 @@ class LoopbackClient:
         if self.role == "publisher":
             if self.audio is None:
                 raise ValueError("a publisher needs audio")
-            self.mic = PacedAudioTrack(self.audio, gaps=self.mic_gaps)
+            self.mic = PacedAudioTrack(self.audio, gaps=self.mic_gaps, opus=self.mic_opus)
             pc.addTransceiver(self.mic, direction="sendrecv")
         else:
             pc.addTransceiver("audio", direction="recvonly")
