@@ -50,7 +50,11 @@ if [ ! -f "$stamp" ]; then
       || "$py" -m pip install -q "torch>=2.3,<2.15" --index-url https://download.pytorch.org/whl/cpu
   fi
   log "installing msadtalker[$extras]"
-  "$py" -m pip install -q -e ".[$extras]"
+  # The build backend's deprecation chatter goes to a log; it is shown only on failure.
+  if ! "$py" -m pip install -q -e ".[$extras]" > .venv/pip-install.log 2>&1; then
+    cat .venv/pip-install.log >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
 export PATH="$repo/.venv/bin:$PATH"

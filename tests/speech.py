@@ -20,6 +20,7 @@ import numpy as np
 
 from msadtalker.audio import load_audio
 from msadtalker.timing import SAMPLE_RATE, SAMPLES_PER_FRAME
+from streamer.bench.speech import pink_noise
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("MSADTALKER_TEST_CACHE", REPO / ".cache" / "tests")) / "speech"
@@ -123,18 +124,6 @@ def speech_with_gaps(
     if level_dbfs is not None:
         audio = audio * np.float32(10 ** (level_dbfs / 20) / max(1e-9, np.abs(audio).max()))
     return SpeechClip(audio=audio.astype(np.float32), gaps=tuple(gaps))
-
-
-def pink_noise(n: int, seed: int = 0) -> np.ndarray:
-    """Unit-RMS pink (1/f power) noise, 20 Hz .. 8 kHz, float64."""
-    rng = np.random.default_rng(seed)
-    spectrum = rng.standard_normal(n // 2 + 1) + 1j * rng.standard_normal(n // 2 + 1)
-    freqs = np.fft.rfftfreq(n, d=1.0 / SAMPLE_RATE)
-    shaping = np.zeros_like(freqs)
-    audible = freqs >= 20.0
-    shaping[audible] = 1.0 / np.sqrt(freqs[audible])
-    noise = np.fft.irfft(spectrum * shaping, n=n)
-    return np.asarray(noise / np.sqrt(np.mean(noise**2)))
 
 
 def active_rms(audio: np.ndarray, clip: SpeechClip | None = None) -> float:
