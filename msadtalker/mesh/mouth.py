@@ -109,12 +109,17 @@ def draw_mouth(
     ``q``: deformed vertex positions (landmarks first); ``opening_px``: how far the controls
     opened the lips beyond the photo, in pixels (0 paints nothing); ``teeth_ids``: the rig's
     teeth-edge vertices (photo teeth kept by the warp) or empty (paint teeth).
+
+    The painted colour is linear in a few scalar fields (cavity depth, tongue light, teeth
+    light), each with its own RGB tint: the fields are computed per pixel as planes and
+    mixed into RGB by one ``cv2.transform`` (numpy broadcasting over a trailing axis of 3
+    is several times slower).
     """
     cover = float(np.clip((opening_px - 0.5) / 3.0, 0.0, 1.0))
     if cover <= 0.0:
         return None
-    upper_lip = q[list(tp.LIPS_UPPER_INNER)]
-    lower = q[list(tp.LIPS_LOWER_INNER)]
+    upper_lip = q[_UPPER_INNER]
+    lower = q[_LOWER_INNER]
     photo_teeth = len(teeth_ids) > 0
     if photo_teeth:
         upper = np.concatenate([upper_lip[:1], q[teeth_ids], upper_lip[-1:]])
@@ -124,17 +129,19 @@ def draw_mouth(
     h, w = out.shape[:2]
     scale = style.mouth_width / 100.0  # feature sizes per 100 px of mouth width
     pad = 2 + int(np.ceil(2.0 * scale))
-    x0 = max(int(np.floor(poly[:, 0].min())) - pad, 0)
-    y0 = max(int(np.floor(poly[:, 1].min())) - pad, 0)
-    x1 = min(int(np.ceil(poly[:, 0].max())) + pad + 1, w)
-    y1 = min(int(np.ceil(poly[:, 1].max())) + pad + 1, h)
+    lo, hi = poly.min(axis=0), poly.max(axis=0)
+    x0 = max(int(np.floor(lo[0])) - pad, 0)
+    y0 = max(int(np.floor(lo[1])) - pad, 0)
+    x1 = min(int(np.ceil(hi[0])) + pad + 1, w)
+    y1 = min(int(np.ceil(hi[1])) + pad + 1, h)
     if x1 - x0 < 2 or y1 - y0 < 2:
         return None
 
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
     fixed = np.round((poly - [x0, y0]) * 16.0).astype(np.int32)
     cv2.fillPoly(mask, [fixed], 255, lineType=cv2.LINE_AA, shift=4)
-    alpha = mask.astype(np.float32) * (cover / 255.0)
+    alpha = mask.astype(np.float32)
+    alpha *= cover / 255.0
 
     # Mouth frame from the deformed inner corners.
     left, right = upper_lip[0], upper_lip[-1]
@@ -148,17 +155,8 @@ def draw_mouth(
     rows = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(centre[1])
     u = (cols * np.float32(e[0] / half)) + rows * np.float32(e[1] / half)
     s = (cols * np.float32(down[0])) + rows * np.float32(down[1])
-    u_flat = u.ravel()
+    s_lip, s_top, s_lo = _curves(u, half, centre, e, down, (upper_lip, upper, lower))
 
-    def curve(points: np.ndarray) -> np.ndarray:
-        pu = ((points - centre) @ e) / half
-        ps = (points - centre) @ down
-        order = np.argsort(pu)
-        values = np.interp(u_flat, pu[order], ps[order]).astype(np.float32)
-        return np.asarray(values.reshape(u.shape))
-
-    s_lip = curve(upper_lip)
-    s_top, s_lo = curve(upper), curve(lower)
     below_top = s - s_top
     above_lower = s_lo - s
     gap = np.maximum(s_lo - s_top, 1e-3)
@@ -167,49 +165,97 @@ def draw_mouth(
     # Cavity: warm and lighter just inside the lower lip, dark in the middle, under the
     # teeth and toward the corners.
     edge_dist = np.maximum(np.minimum(below_top, above_lower), 0.0)
-    rim = np.exp(-np.maximum(above_lower, 0.0) / (3.0 * scale))
+    rim = np.exp(np.maximum(above_lower, 0.0) * np.float32(-1.0 / (3.0 * scale)))
     depth = (0.3 + 0.45 * rim) * (1.0 - 0.4 * au * au)
-    mucosa = style.lip * np.array([0.62, 0.34, 0.36], np.float32)
-    colour = mucosa[None, None, :] * depth[:, :, None]
 
     # Tongue: rounded, resting on the lower lip, visible once the gap is large enough.
-    tongue_h = 0.4 * gap
-    t_shape = (u / 0.55) ** 2 + (above_lower / np.maximum(tongue_h, 1e-3)) ** 2
+    tongue_h = np.maximum(0.4 * gap, 1e-3)
+    rel = above_lower / tongue_h
+    t_shape = (u / 0.55) ** 2 + rel * rel
     tongue = (1.0 - _smooth((t_shape - 0.7) / 0.4)) * _smooth((gap / scale - 8.0) / 14.0)
-    t_light = 0.5 + 0.25 * _smooth(1.0 - above_lower / np.maximum(tongue_h, 1e-3))
+    t_light = 0.5 + 0.25 * _smooth(1.0 - rel)
+    # colour = mucosa * depth (1 - tongue) + tongue_rgb * t_light * tongue [teeth over it]
+    cavity = depth * (1.0 - tongue)
+    tongue_lit = t_light * tongue
+    mucosa = style.lip * np.array([0.62, 0.34, 0.36], np.float32)
     tongue_rgb = style.lip * np.array([1.0, 0.8, 0.82], np.float32)
-    colour += (tongue_rgb[None, None, :] * t_light[:, :, None] - colour) * tongue[:, :, None]
-
+    fields = [cavity, tongue_lit]
+    tints = [mucosa, tongue_rgb]
     if not photo_teeth:
-        colour = _paint_upper_teeth(colour, s - s_lip, au, half, scale, style)
+        band, light, tip = _upper_teeth(s - s_lip, au, half, scale, style)
+        keep = 1.0 - band
+        cavity *= keep
+        tongue_lit *= keep
+        teeth = light * band
+        fields += [teeth, teeth * tip]
+        translucent = np.array([0.86, 0.88, 0.93], np.float32)
+        tints += [style.teeth, style.teeth * (translucent - 1.0)]
 
     # Inner-lip shadow: the lips overhang the cavity by a pixel or two.
-    colour *= (0.75 + 0.25 * _smooth(edge_dist / (1.5 * scale)))[:, :, None]
+    shadow = 0.75 + 0.25 * _smooth(edge_dist / (1.5 * scale))
+    for field in fields:
+        field *= shadow
     if photo_teeth:
         # The photo's teeth fade into the dark instead of ending on a hard line.
         alpha *= 0.25 + 0.75 * _smooth((below_top + 0.5) / (2.5 * scale))
 
+    mix = np.array(tints, np.float64).T  # (3, F): RGB of each field
     if style.chroma < 1.0:
-        gray = (colour @ np.array([0.299, 0.587, 0.114], np.float32))[:, :, None]
-        colour = gray + (colour - gray) * np.float32(style.chroma)
+        # Desaturation is linear too: apply it to the tints.
+        gray = np.array([0.299, 0.587, 0.114]) @ mix
+        mix = gray + (mix - gray) * style.chroma
+    if len(fields) == 2:
+        fields.append(np.zeros_like(cavity))
+        mix = np.column_stack([mix, np.zeros(3)])
+    colour = np.asarray(cv2.transform(cv2.merge(fields), mix), dtype=np.float32)
     sigma = 0.45 * scale
     if sigma > 0.3:
-        colour = cv2.GaussianBlur(colour, (0, 0), sigma)
+        colour = np.asarray(cv2.GaussianBlur(colour, (0, 0), sigma), dtype=np.float32)
     region = out[y0:y1, x0:x1].astype(np.float32)
-    region += (colour - region) * alpha[:, :, None]
+    colour -= region
+    colour *= cv2.merge([alpha, alpha, alpha])
+    colour += region
     # Never emit pure black: keeps "black pixel" checks meaningful and survives YUV rounding.
-    out[y0:y1, x0:x1] = np.clip(region + 0.5, 1.0, 255.0).astype(np.uint8)
+    colour += 0.5
+    np.clip(colour, 1.0, 255.0, out=colour)
+    out[y0:y1, x0:x1] = colour.astype(np.uint8)
     return x0, y0, x1, y1
 
 
-def _paint_upper_teeth(
-    colour: np.ndarray,
+_UPPER_INNER = list(tp.LIPS_UPPER_INNER)
+_LOWER_INNER = list(tp.LIPS_LOWER_INNER)
+
+
+def _curves(
+    u: np.ndarray,
+    half: float,
+    centre: np.ndarray,
+    e: np.ndarray,
+    down: np.ndarray,
+    contours: tuple[np.ndarray, ...],
+) -> list[np.ndarray]:
+    """Each contour's s (mouth coordinates, pixels) at every pixel's u, linearly
+    interpolated along u and constant beyond its ends."""
+    u_flat = u.ravel()
+    out = []
+    for points in contours:
+        pu = ((points - centre) @ e) / half
+        ps = (points - centre) @ down
+        order = np.argsort(pu)
+        values = np.interp(u_flat, pu[order], ps[order]).astype(np.float32)
+        out.append(values.reshape(u.shape))
+    return out
+
+
+def _upper_teeth(
     below_lip: np.ndarray,
     au: np.ndarray,
     half: float,
     scale: float,
     style: MouthStyle,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Painted upper teeth: coverage ``band``, ``light`` (shading, gaps) and ``tip`` (0..1
+    toward the translucent incisal edge), per pixel."""
     th = style.teeth_height
     # Which tooth, and where across it (0..1), for the scalloped edge and the gaps.
     k = np.clip(np.searchsorted(TOOTH_EDGES, au) - 1, 0, len(TOOTH_EDGES) - 2)
@@ -225,9 +271,4 @@ def _paint_upper_teeth(
     # Gaps between teeth, fading out toward the sides.
     light *= 1.0 - 0.12 * (1.0 - au) * np.exp(-((edge_px / (0.8 * scale)) ** 2))
     tip = _smooth((below_lip - 0.72 * length) / (0.28 * length + 1e-3))
-    tint = np.array([1.0, 1.0, 1.0], np.float32)
-    translucent = np.array([0.86, 0.88, 0.93], np.float32)
-    rgb = style.teeth[None, None, :] * light[:, :, None]
-    rgb *= tint + (translucent - tint) * tip[:, :, None]
-    painted: np.ndarray = colour + (rgb - colour) * band[:, :, None]
-    return painted
+    return band, light, tip

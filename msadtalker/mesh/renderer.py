@@ -24,7 +24,7 @@ from msadtalker.avatar.prepare import PreparedAvatar
 from msadtalker.mesh.controls import FaceControls, rotation_matrix
 from msadtalker.mesh.eyes import lash_colour, shade_slits
 from msadtalker.mesh.mouth import MouthStyle, draw_mouth, mouth_style
-from msadtalker.mesh.rig import OPEN_FRAC, MeshRig, build_rig
+from msadtalker.mesh.rig import OPEN_FRAC, Deformed, MeshRig, build_rig
 from msadtalker.mesh.warp import InverseWarp, Region, frame_triangles
 
 _INNER_LIP_IDS = np.unique(np.array(tp.LIPS_UPPER_INNER + tp.LIPS_LOWER_INNER))
@@ -61,35 +61,40 @@ class _View:
 
     def vertices(self, c: FaceControls) -> np.ndarray:
         """(V, 2) deformed vertex positions for ``c`` (landmarks first)."""
+        return self.deform(c).q
+
+    def deform(self, c: FaceControls) -> Deformed:
         rotation = rotation_matrix(c.pitch, c.yaw, c.roll)
-        return self.rig.vertices(rotation, c.mouth_open, c.mouth_wide, c.blink)
+        return self.rig.deform(rotation, c.mouth_open, c.mouth_wide, c.blink)
 
     def opening_px(self, c: FaceControls) -> float:
         """How far the controls open the lips beyond the photo's own gap, pixels."""
         return c.mouth_open * OPEN_FRAC * self.rig.mouth_width * 1.12
 
-    def maps(self, c: FaceControls, q: np.ndarray) -> np.ndarray:
+    def maps(self, c: FaceControls, q: np.ndarray, mesh: Deformed | None = None) -> np.ndarray:
         """The backward map the frame is sampled with: (h, w, 2) over ``warp.region``."""
         rig, warp = self.rig, self.warp
-        ft = frame_triangles(rig, q)
+        ft = frame_triangles(rig, q, mesh)
         maps = warp.coarse(q, ft)
         # Per-pixel exactness where the warp kinks on a finer scale than the grid: on the
         # inner-lip (and teeth-edge) lines while the jaw drops and on the lid margins while
         # they close. The coarse map smears a kink over about a grid step: hence the padding.
         pad = 2.5 * warp.step
+        boxes = []
         if self.opening_px(c) > 1.0:
-            lips = np.concatenate([q[_INNER_LIP_IDS], q[rig.teeth_ids]])
-            warp.refine(maps, ft, _box(lips, pad))
+            boxes.append(_box(np.concatenate([q[_INNER_LIP_IDS], q[rig.teeth_ids]]), pad))
         if c.blink > 0.0:
-            for ids in _EYE_IDS:
-                warp.refine(maps, ft, _box(q[ids], pad))
+            boxes += [_box(q[ids], pad) for ids in _EYE_IDS]
+        if boxes:
+            warp.refine(maps, q, ft, boxes)
         return maps
 
     def render(self, c: FaceControls) -> np.ndarray:
         if c.is_rest:
             return self.source.copy()
-        q = self.vertices(c)
-        maps = self.maps(c, q)
+        mesh = self.deform(c)
+        q = mesh.q
+        maps = self.maps(c, q, mesh)
         r = self.warp.region
         # One interleaved (x, y) float map: cv2's fastest remap path for float maps.
         warped = cv2.remap(  # type: ignore[call-overload]

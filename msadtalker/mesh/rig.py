@@ -47,6 +47,7 @@ Depth
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy.spatial import Delaunay, cKDTree
@@ -109,6 +110,18 @@ class HeadEllipse:
 
 
 @dataclass(frozen=True)
+class Deformed:
+    """One frame's mesh: ``q`` (V, 2) vertex positions, ``corners`` (T, 3, 2) the positions
+    of each triangle's corners, ``edges`` (T, 2, 2) its edges b - a and c - a, ``det``
+    (T,) twice each triangle's signed area."""
+
+    q: np.ndarray
+    corners: np.ndarray
+    edges: np.ndarray
+    det: np.ndarray
+
+
+@dataclass(frozen=True)
 class MeshRig:
     """See the module docstring. V vertices, T triangles; per-vertex arrays float64."""
 
@@ -141,25 +154,77 @@ class MeshRig:
         self, rotation: np.ndarray, mouth_open: float, mouth_wide: float, blink: float
     ) -> np.ndarray:
         """(V, 2) float64 vertex positions for one frame (see the module docstring)."""
-        p = self.rest
-        moved = p - self.pivot
+        return self.deform(rotation, mouth_open, mouth_wide, blink).q
+
+    def deform(
+        self, rotation: np.ndarray, mouth_open: float, mouth_wide: float, blink: float
+    ) -> Deformed:
+        """The frame's vertex positions with their triangles' corners, edges and signed
+        areas (computed for the fold check anyway; the inverse warp needs them too)."""
+        moved = self._centred
         if mouth_open or mouth_wide or blink:
-            moved[:, :2] += mouth_open * self.jaw + mouth_wide * self.wide + blink * self.blink
-        rotated = moved @ rotation.T
-        rotated += self.pivot
-        d = rotated[:, :2] - p[:, :2]
-        d *= self.weight[:, None]
+            moved = moved.copy()
+            expression = self._expression @ np.array([mouth_open, mouth_wide, blink])
+            moved[:, :2] += expression.reshape(-1, 2)
+        # Only x, y of R (p' - pivot) + pivot are needed (orthographic projection).
+        d = moved @ rotation[:2].T
+        d += self._pivot_offset
+        d *= self._weight2
         # Near the border, cap the motion by the room left (see BORDER_SLACK).
         length = np.hypot(d[:, 0], d[:, 1])
         over = np.flatnonzero(length > self.border_cap)
         if over.size:
             d[over] *= (self.border_cap[over] / length[over])[:, None]
-        q = p[:, :2] + d
-        area = _signed_area(q, self.triangles)
-        if ((area < 0.05 * self.rest_det) & ~self.collapsible).any():
-            q = p[:, :2] + self._unfold(d)
-        result: np.ndarray = q
-        return result
+        mesh = self._mesh(self._rest_xy + d)
+        if (mesh.det < self._fold_limit).any():
+            mesh = self._mesh(self._rest_xy + self._unfold(d))
+        return mesh
+
+    def _mesh(self, q: np.ndarray) -> Deformed:
+        corners = np.take(q, self._corner_ids, axis=0).reshape(-1, 3, 2)
+        edges = corners[:, 1:] - corners[:, :1]
+        det = edges[:, 0, 0] * edges[:, 1, 1]
+        det -= edges[:, 0, 1] * edges[:, 1, 0]
+        return Deformed(q, corners, edges, det)
+
+    @cached_property
+    def rest_columns(self) -> np.ndarray:
+        """(6, T) float64 ``rest_edges`` as contiguous columns."""
+        return np.ascontiguousarray(self.rest_edges.T, dtype=np.float64)
+
+    # Per-rig constants of ``deform`` (cached on first use; the rig is immutable).
+    @cached_property
+    def _centred(self) -> np.ndarray:
+        centred: np.ndarray = self.rest - self.pivot
+        return centred
+
+    @cached_property
+    def _expression(self) -> np.ndarray:
+        """(2 V, 3): the jaw, width and blink displacements as columns."""
+        return np.stack([self.jaw.ravel(), self.wide.ravel(), self.blink.ravel()], axis=1)
+
+    @cached_property
+    def _pivot_offset(self) -> np.ndarray:
+        offset: np.ndarray = self.pivot[:2] - self.rest[:, :2]
+        return offset
+
+    @cached_property
+    def _weight2(self) -> np.ndarray:
+        return np.ascontiguousarray(self.weight[:, None])
+
+    @cached_property
+    def _rest_xy(self) -> np.ndarray:
+        return np.ascontiguousarray(self.rest[:, :2])
+
+    @cached_property
+    def _corner_ids(self) -> np.ndarray:
+        return np.ascontiguousarray(self.triangles.ravel())
+
+    @cached_property
+    def _fold_limit(self) -> np.ndarray:
+        """A triangle below this signed area has folded (collapsible ones never count)."""
+        limit: np.ndarray = np.where(self.collapsible, -np.inf, 0.05 * self.rest_det)
+        return limit
 
     def _unfold(self, d: np.ndarray, rounds: int = 12) -> np.ndarray:
         """Smooth the displacement around any triangle that would flip (a safety net: the
