@@ -84,10 +84,15 @@ class ServerConfig:
     peer_timeout_s: float = 8.0
     drain_timeout_s: float = 5.0  # SIGTERM: time allowed to flush sessions before closing
     record_dir: str = ""  # when set, every publisher session's motion trace is written here
+    # Server processes sharing the port (``msadtalker serve --workers``, docs/live.md): 1 = one
+    # process, as always; N > 1 = a supervising parent and N workers, limits per worker.
+    workers: int = 1
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be in 0..65535")
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
         if min(self.max_sessions, self.max_viewers_per_room, self.queue_frames) < 1:
             raise ValueError("session, viewer and queue limits must be >= 1")
         if self.max_sdp_bytes < 256:

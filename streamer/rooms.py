@@ -28,8 +28,9 @@ class Room(Generic[PeerT]):
 class RoomRegistry(Generic[PeerT]):
     """Room ids -> rooms. Plain bookkeeping: no I/O, no awaiting."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "") -> None:
         self._rooms: dict[str, Room[PeerT]] = {}
+        self._prefix = prefix  # of the random ids (a worker's, see ``streamer.cluster``)
 
     def __len__(self) -> int:
         return len(self._rooms)
@@ -40,9 +41,9 @@ class RoomRegistry(Generic[PeerT]):
     def open(self, room_id: str | None = None) -> Room[PeerT]:
         """A new room; ``room_id`` if given (it must be free), else a fresh random id."""
         if room_id is None:
-            room_id = secrets.token_urlsafe(6)
+            room_id = self._prefix + secrets.token_urlsafe(6)
             while room_id in self._rooms:
-                room_id = secrets.token_urlsafe(6)
+                room_id = self._prefix + secrets.token_urlsafe(6)
         elif not ROOM_ID.match(room_id):
             raise ValueError("room ids are 1-64 characters of A-Z a-z 0-9 _ -")
         elif room_id in self._rooms:

@@ -25,6 +25,11 @@ tasks, tracks, session and, for a publisher, its room and viewers).
 Shutdown (``drain``): stop accepting (``/healthz`` 503, offers 503), let every publisher
 session flush its pipeline into its sinks (recorded traces are complete), close every peer
 connection. All state hangs off the app (``web.AppKey``); nothing is module-global.
+
+One of several workers (``cluster``, ``msadtalker serve --workers N``): session and room ids
+carry the worker's prefix, publishers without a room go to the least loaded worker, and a
+request for an id another worker owns is forwarded to it (``streamer.cluster``). The limits
+are this worker's; ``/healthz`` answers for this worker alone.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from msadtalker.timing import SAMPLES_PER_FRAME
 from streamer.clock import Clock, RealtimeClock
+from streamer.cluster import WORKER_HEADER, Cluster, Forwarder, OwnerUnreachable
 from streamer.config import Config
 from streamer.io.trace import TraceWriter
 from streamer.io.webrtc import (
@@ -119,13 +125,21 @@ class ServerState:
         config: Config,
         stage_factory: StageFactory,
         clock_factory: Callable[[], Clock],
+        cluster: Cluster | None = None,
     ) -> None:
         self.config = config
         self.server = config.server
         self.stage_factory = stage_factory
         self.clock_factory = clock_factory
+        self.cluster = cluster
+        self.forwarder = (
+            Forwarder(cluster, offer_timeout_s=config.server.connect_timeout_s)
+            if cluster is not None
+            else None
+        )
+        self.id_prefix = cluster.prefix if cluster is not None else ""
         self.peers: dict[str, Peer] = {}
-        self.rooms: RoomRegistry[Peer] = RoomRegistry()
+        self.rooms: RoomRegistry[Peer] = RoomRegistry(self.id_prefix)
         self.negotiating = 0
         self.draining = False
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -151,13 +165,18 @@ def make_app(
     stage_factory: StageFactory,
     clock_factory: Callable[[], Clock] = RealtimeClock,
     web_dir: Path = WEB_DIR,
+    cluster: Cluster | None = None,
 ) -> web.Application:
-    """The aiohttp application; ``stage_factory()`` builds one session's stages."""
+    """The aiohttp application; ``stage_factory()`` builds one session's stages. ``cluster``:
+    this app is one of several worker processes (see ``streamer.cluster``)."""
+    middlewares: list[Any] = [_json_errors]
+    if cluster is not None:
+        middlewares.insert(0, _worker_header(cluster.index))
     # Bodies are JSON-wrapped SDP: allow for escaping overhead, reject the rest unread.
     app = web.Application(
-        middlewares=[_json_errors], client_max_size=2 * config.server.max_sdp_bytes + 4096
+        middlewares=middlewares, client_max_size=2 * config.server.max_sdp_bytes + 4096
     )
-    app[STATE] = ServerState(config, stage_factory, clock_factory)
+    app[STATE] = ServerState(config, stage_factory, clock_factory, cluster)
     app.router.add_get("/", _page(web_dir / "index.html"))
     app.router.add_get("/viewer", _page(web_dir / "viewer.html"))
     if web_dir.is_dir():
@@ -169,11 +188,33 @@ def make_app(
     app.router.add_post("/sessions/{id}/interrupt", handle_interrupt)
     app.router.add_delete("/sessions/{id}", handle_hangup)
     app.on_shutdown.append(_on_shutdown)
+    if cluster is not None:
+        app.on_cleanup.append(_close_forwarder)
     return app
 
 
 async def _on_shutdown(app: web.Application) -> None:
     await drain(app)
+
+
+async def _close_forwarder(app: web.Application) -> None:
+    forwarder = app[STATE].forwarder
+    if forwarder is not None:
+        await forwarder.aclose()
+
+
+def _worker_header(index: int) -> Any:
+    """Every answer says which worker received the request (tests, debugging, a proxy's logs)."""
+
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        response = await handler(request)
+        response.headers[WORKER_HEADER] = str(index)
+        return response
+
+    return middleware
 
 
 async def drain(app: web.Application) -> None:
@@ -200,6 +241,8 @@ async def _json_errors(
         return await handler(request)
     except OfferError as exc:
         return _error(exc.status, str(exc))
+    except OwnerUnreachable as exc:
+        return _error(503, str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -241,12 +284,15 @@ async def handle_health(request: web.Request) -> web.Response:
     state = request.app[STATE]
     full = state.load >= state.server.max_sessions
     status = "draining" if state.draining else "full" if full else "ok"
-    body = {
+    body: dict[str, Any] = {
         "status": status,
         "sessions": len(state.peers),
         "rooms": len(state.rooms),
         "capacity": state.server.max_sessions,
     }
+    if state.cluster is not None:
+        # This worker's alone (a load balancer sees N independent processes on one port).
+        body.update(worker=state.cluster.index, workers=len(state.cluster), load=state.load)
     return web.json_response(body, status=200 if status == "ok" else 503)
 
 
@@ -285,6 +331,11 @@ async def handle_offer(request: web.Request) -> web.Response:
         raise OfferError(503, "server is shutting down")
     offer = await _read_offer(request, state.server.max_sdp_bytes)
     role: Role = offer["role"]
+    if state.cluster is not None and not state.cluster.is_internal(request):
+        owner, what = await _offer_owner(state, state.cluster, offer)
+        if owner != state.cluster.index:
+            assert state.forwarder is not None
+            return await state.forwarder.relay(request, owner, what)
     if state.load >= state.server.max_sessions:
         return _error(
             429, "server is at its session limit; try again later", headers={"Retry-After": "5"}
@@ -301,6 +352,21 @@ async def handle_offer(request: web.Request) -> web.Response:
         return await _negotiate(state, offer, role, room)
     finally:
         state.negotiating -= 1
+
+
+async def _offer_owner(
+    state: ServerState, cluster: Cluster, offer: dict[str, Any]
+) -> tuple[int, str]:
+    """The worker an offer belongs to: a named room's owner, else the least loaded worker."""
+    if offer["room"] is not None:
+        return cluster.owner_of_room(offer["room"]), f"room {offer['room']!r}"
+    assert state.forwarder is not None
+
+    def own_load() -> int | None:
+        return state.load if state.load < state.server.max_sessions else None
+
+    owner = await state.forwarder.least_loaded(own_load)
+    return owner, "the new session"
 
 
 async def _read_offer(request: web.Request, max_sdp: int) -> dict[str, Any]:
@@ -367,7 +433,7 @@ async def _negotiate(
     state: ServerState, offer: dict[str, Any], role: Role, room: Room[Peer] | None
 ) -> web.Response:
     pc = make_peer_connection(state.server.stun_url)
-    peer_id = uuid.uuid4().hex[:12]
+    peer_id = state.id_prefix + uuid.uuid4().hex[:12]
     mic_tracks: list[MediaStreamTrack] = []
 
     @pc.on("track")
@@ -571,6 +637,20 @@ def add_local_publisher(app: web.Application, session: LiveSession, room_id: str
     return peer
 
 
+async def _elsewhere(request: web.Request) -> web.Response | None:
+    """The owner's answer when the session in the path belongs to another worker, else None."""
+    state = request.app[STATE]
+    cluster = state.cluster
+    if cluster is None or cluster.is_internal(request):
+        return None
+    session_id = request.match_info["id"]
+    owner = cluster.owner_of_session(session_id)
+    if owner == cluster.index:
+        return None
+    assert state.forwarder is not None
+    return await state.forwarder.relay(request, owner, f"session {session_id!r}")
+
+
 def _peer(request: web.Request) -> Peer:
     state = request.app[STATE]
     peer = state.peers.get(request.match_info["id"])
@@ -580,6 +660,8 @@ def _peer(request: web.Request) -> Peer:
 
 
 async def handle_stats(request: web.Request) -> web.Response:
+    if (forwarded := await _elsewhere(request)) is not None:
+        return forwarded
     peer = _peer(request)
     body: dict[str, Any] = {
         "session_id": peer.id,
@@ -597,6 +679,8 @@ async def handle_stats(request: web.Request) -> web.Response:
 
 
 async def handle_interrupt(request: web.Request) -> web.Response:
+    if (forwarded := await _elsewhere(request)) is not None:
+        return forwarded
     peer = _peer(request)
     if peer.role != "publisher":
         raise OfferError(403, "only the room's publisher can interrupt")
@@ -605,6 +689,8 @@ async def handle_interrupt(request: web.Request) -> web.Response:
 
 
 async def handle_hangup(request: web.Request) -> web.Response:
+    if (forwarded := await _elsewhere(request)) is not None:
+        return forwarded
     peer = _peer(request)
     await close_peer(request.app[STATE], peer)
     return web.json_response({"closed": True, "session_id": peer.id})

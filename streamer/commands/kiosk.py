@@ -4,6 +4,7 @@ The same live session as the server (same pipeline, same real-time clock), fed f
 ``sounddevice`` instead of WebRTC. The avatar is shown in an OpenCV window when OpenCV has a
 GUI and a display is available; otherwise (headless, or ``--no-window``) the server runs on
 loopback and the kiosk room can be watched at ``/viewer?room=kiosk``. Both can be on at once.
+The kiosk is always one process (``server.workers`` does not apply).
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     overrides = {"server.host": "127.0.0.1", "server.port": args.port, **avatar_overrides(args)}
     config = config_from_args(args, overrides, live=True)
+    if config.server.workers > 1:
+        # One microphone, one session, one machine: nothing to spread over processes.
+        log.warning(
+            "kiosk runs in one process; server.workers = %d is ignored", config.server.workers
+        )
     device: int | str | None = args.device
     if isinstance(device, str) and device.isdigit():
         device = int(device)

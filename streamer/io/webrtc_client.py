@@ -153,6 +153,7 @@ class LoopbackClient:
     video: list[ReceivedVideo] = field(default_factory=list)
     received_audio: list[ReceivedAudio] = field(default_factory=list)
     answer: dict[str, Any] = field(default_factory=dict)
+    answer_headers: dict[str, str] = field(default_factory=dict)  # of the answer's response
 
     def __post_init__(self) -> None:
         self.pc = make_peer_connection()
@@ -201,6 +202,7 @@ class LoopbackClient:
             body["room"] = self.room
         async with http.post(f"{self.base_url}/offer", json=body) as resp:
             answer = await resp.json()
+            self.answer_headers = dict(resp.headers)
             if resp.status != 200:
                 raise RuntimeError(f"offer refused: {resp.status} {answer}")
         self.answer = answer

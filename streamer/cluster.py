@@ -1,0 +1,195 @@
+"""Several server processes behind one port: who owns an id, and how a request reaches its owner.
+
+With ``msadtalker serve --workers N`` every worker is a full server (event loop, peer
+connections, ICE sockets, sessions) listening on the shared public port (SO_REUSEPORT: the
+kernel hands each new TCP connection to one of them) and on an internal loopback port of its
+own. A session or room lives in exactly one worker, its owner:
+
+* ids made by worker ``i`` start with ``w{i}-`` (sessions ``w1-3f2a...``, rooms ``w1-Xy_9ab``);
+* a room id a client chose without such a prefix is owned by ``crc32(id) % N``, so a second
+  publisher for the same name meets the first one (409) whichever worker it reached;
+* a publisher offer without a room goes to the least loaded worker that accepts sessions
+  (ties: the one that received it), because the kernel spreads connections, not sessions, and
+  a client's keep-alive connection would pin all its offers to one worker.
+
+A worker that receives a request for an id it does not own forwards it to the owner's internal
+port and relays the answer (status + JSON body). Requests that arrive on the internal port are
+always handled where they arrive (no forwarding loops). Media is never forwarded: the answer's
+ICE candidates are the owner's own UDP sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+WORKER_HEADER = "X-Msadtalker-Worker"  # on every worker's answer: the worker that received it
+_OWNED = re.compile(r"^w(\d+)-")
+_RELAYED_HEADERS = ("Content-Type", "Retry-After", "Allow")
+PLACEMENT_TIMEOUT_S = 1.0  # a worker that does not say its load by then is left out
+REQUEST_TIMEOUT_S = 10.0  # forwarded requests other than offers
+
+
+class OwnerUnreachable(Exception):
+    """The owning worker did not answer (it died, or is stuck)."""
+
+    def __init__(self, owner: int, what: str) -> None:
+        super().__init__(f"worker {owner}, which owns {what}, is not answering")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """This worker's place among the workers: ``index`` and every worker's internal port."""
+
+    index: int
+    internal_ports: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < len(self.internal_ports):
+            raise ValueError(f"worker index {self.index} outside 0..{len(self) - 1}")
+
+    def __len__(self) -> int:
+        return len(self.internal_ports)
+
+    @property
+    def prefix(self) -> str:
+        return f"w{self.index}-"
+
+    @property
+    def internal_port(self) -> int:
+        return self.internal_ports[self.index]
+
+    def others(self) -> list[int]:
+        return [i for i in range(len(self)) if i != self.index]
+
+    def owner_of_session(self, session_id: str) -> int:
+        """The worker whose prefix the id carries; an id without one is nobody's (handled
+        here, where it is unknown: 404)."""
+        owner = self._prefixed(session_id)
+        return self.index if owner is None else owner
+
+    def owner_of_room(self, room_id: str) -> int:
+        owner = self._prefixed(room_id)
+        if owner is not None:
+            return owner
+        return zlib.crc32(room_id.encode("utf-8")) % len(self)
+
+    def _prefixed(self, some_id: str) -> int | None:
+        match = _OWNED.match(some_id)
+        if match is None or int(match.group(1)) >= len(self):
+            return None
+        return int(match.group(1))
+
+    def is_internal(self, request: web.Request) -> bool:
+        """Whether ``request`` came in on this worker's internal port (from another worker)."""
+        transport = request.transport
+        sockname = transport.get_extra_info("sockname") if transport is not None else None
+        return (
+            isinstance(sockname, tuple)
+            and len(sockname) >= 2
+            and sockname[1] == (self.internal_port)
+        )
+
+
+@dataclass
+class Forwarder:
+    """Relays requests to other workers' internal ports; one HTTP client per worker process,
+    opened on first use, closed by ``aclose``."""
+
+    cluster: Cluster
+    offer_timeout_s: float
+    _http: aiohttp.ClientSession | None = None
+    # Offers on their way to each worker: added to the load a worker reports, so that a burst
+    # of offers that all see the same reported loads still spreads.
+    _in_flight: dict[int, int] = field(default_factory=dict)
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            # No pooled connection outlives a dead worker for long; loopback is cheap.
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=5.0)
+            self._http = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        return self._http
+
+    def _url(self, owner: int, path_qs: str) -> str:
+        return f"http://127.0.0.1:{self.cluster.internal_ports[owner]}{path_qs}"
+
+    async def relay(self, request: web.Request, owner: int, what: str) -> web.Response:
+        """Send ``request`` (method, path, query, body) to worker ``owner``; its answer."""
+        # Read already (and cached) by the handler that decided to forward it.
+        body = await request.read() if request.body_exists else None
+        headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
+        if request.remote:
+            headers["X-Forwarded-For"] = request.remote
+        is_offer = request.method == "POST" and request.path == "/offer"
+        timeout = aiohttp.ClientTimeout(
+            total=self.offer_timeout_s if is_offer else REQUEST_TIMEOUT_S
+        )
+        if is_offer:
+            self._in_flight[owner] = self._in_flight.get(owner, 0) + 1
+        try:
+            async with self._client().request(
+                request.method,
+                self._url(owner, request.path_qs),
+                data=body,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+            ) as resp:
+                payload = await resp.read()
+                relayed = {k: resp.headers[k] for k in _RELAYED_HEADERS if k in resp.headers}
+                return web.Response(body=payload, status=resp.status, headers=relayed)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning(
+                "forwarding %s %s to worker %d failed: %r", request.method, request.path, owner, exc
+            )
+            raise OwnerUnreachable(owner, what) from None
+        finally:
+            if is_offer:
+                self._in_flight[owner] -= 1
+
+    async def least_loaded(self, own_load: Callable[[], int | None]) -> int:
+        """The worker a new publisher should go to: the lowest load (peers + offers being
+        negotiated, + offers this worker is forwarding there) among the workers accepting
+        sessions; ``own_load()`` is this worker's (``None``: it accepts none), read once the
+        others have answered (offers decided meanwhile count). Ties stay here."""
+        others = self.cluster.others()
+        reported = await asyncio.gather(*(self._load_of(j) for j in others))
+        mine = own_load()
+        best_load, best = (mine, self.cluster.index) if mine is not None else (None, -1)
+        for j, load in zip(others, reported, strict=True):
+            if load is None:
+                continue
+            load += self._in_flight.get(j, 0)
+            if best_load is None or load < best_load:
+                best_load, best = load, j
+        chosen = self.cluster.index if best < 0 else best
+        log.debug("placement: own load %s, others %s -> worker %d", mine, reported, chosen)
+        return chosen
+
+    async def _load_of(self, worker: int) -> int | None:
+        """A worker's load from its ``/healthz``; ``None`` when it is full, draining or silent."""
+        timeout = aiohttp.ClientTimeout(total=PLACEMENT_TIMEOUT_S)
+        try:
+            async with self._client().get(self._url(worker, "/healthz"), timeout=timeout) as r:
+                if r.status != 200:
+                    return None
+                body: dict[str, Any] = await r.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        load = body.get("load")
+        return load if isinstance(load, int) else None
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
