@@ -49,7 +49,9 @@ class Serve:
             stderr=self._log,
             cwd=REPO,
         )
+        self._seen: set[int] = set()  # worker pids, killed in stop() should any outlive it
         self.url = self._read_url()
+        self.workers()
 
     def _read_url(self) -> str:
         assert self.proc.stdout is not None
@@ -77,6 +79,7 @@ class Serve:
                 continue
             if int(stat[1]) == self.proc.pid and b"--worker" in argv:
                 found[int(argv[argv.index(b"--worker") + 1])] = int(entry.name)
+        self._seen.update(found.values())
         return found
 
     def stop(self) -> int:
@@ -87,6 +90,9 @@ class Serve:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        for pid in self._seen:
+            if alive(pid):  # a failed test must not leave servers behind it
+                os.kill(pid, signal.SIGKILL)
         self._log.close()
         return self.proc.returncode
 
