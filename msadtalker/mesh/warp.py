@@ -40,9 +40,9 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.sparse import csr_matrix
 
 from msadtalker.mesh.rig import Deformed, MeshRig
+from msadtalker.mesh.walk import walk_rows
 
 _EPS = 1e-4  # barycentric tolerance (points on shared edges)
 _COLLAPSED = 1e-3  # deformed/rest area ratio below which a triangle counts as collapsed
@@ -359,14 +359,16 @@ class InverseWarp:
         self._shift = shift[self._shift_at].astype(np.float32)
         self._edges = self._edge_fix(nominal)
 
-        # Guess grid, 4 steps apart: its source points by one Newton step from the
-        # first-order guess, upsampled to the coarse grid, start the coarse grid's walk in
-        # the right triangle for ~94 % of its points (~75 % from the first-order guess
-        # itself), for 1/16 of the first-order work.
-        self.guess_w, self.guess_h, self.guess_x, self.guess_y, _ = self._grid(4 * step)
-        self.guess_interp = self._interpolation(self.guess_x, self.guess_y)
+        # Rest triangle of each grid point: where its walk starts when its row neighbour's
+        # triangle does not lead to it (``walk_rows``).
+        self._grid_rest = self._rest_triangles(self.grid_x, self.grid_y)
         # Rest-layout barycentric maps, for first-order guesses at arbitrary points.
         self._rest_ft = frame_triangles(rig, rig.rest[:, :2])
+        # Compile the walk (or load it from numba's cache) now rather than in the first
+        # frame, which would otherwise be 0.3-1.5 s late.
+        self._locate_rows(
+            rig.rest[:, :2], self._rest_ft, self.grid_x[:1], self.grid_y[:1], self._grid_rest[:1], 1
+        )
 
     def _grid(self, step: int) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray]:
         r = self.region
@@ -406,16 +408,6 @@ class InverseWarp:
         offset = self.identity.reshape(-1)[at] - ramp[at] * resized[at]
         return at, ramp[at], offset.astype(np.float32)
 
-    def _interpolation(self, x: np.ndarray, y: np.ndarray) -> csr_matrix:
-        """Sparse (point x vertex) matrix: rest-layout interpolation of vertex motion."""
-        t = self._rest_triangles(x, y)
-        weights = self._rest_barycentric(x, y, t)
-        n = len(t)
-        return csr_matrix(
-            (weights.ravel(), self.rig.triangles[t].ravel(), np.arange(0, 3 * n + 1, 3)),
-            shape=(n, len(self.rig.rest)),
-        )
-
     def _rest_triangles(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         from scipy.spatial import Delaunay
 
@@ -427,14 +419,6 @@ class InverseWarp:
             raise RuntimeError("rest triangulation is not reproducible")
         found = tri.find_simplex(np.column_stack([x, y]).astype(np.float64))
         return np.where(found < 0, 0, found).astype(np.int32)
-
-    def _rest_barycentric(self, x: np.ndarray, y: np.ndarray, t: np.ndarray) -> np.ndarray:
-        rest = self.rig.rest[:, :2].astype(np.float64)
-        ft = frame_triangles(self.rig, rest)
-        c = ft.bary[t].astype(np.float64)
-        l1 = c[:, 0] * (x - c[:, 4]) + c[:, 1] * (y - c[:, 5])
-        l2 = c[:, 2] * (x - c[:, 4]) + c[:, 3] * (y - c[:, 5])
-        return np.stack([1.0 - l1 - l2, l1, l2], axis=1)
 
     def rest_triangle_at(self, points: np.ndarray) -> np.ndarray:
         """Rest triangle (int32, flat) at each point of an (h, w, 2) float32 image of
@@ -471,64 +455,43 @@ class InverseWarp:
         flat[:n] -= moved.astype(np.float32)
         return self.rest_triangle_at(xy)[:n]
 
-    def _locate(
+    def _locate_rows(
         self,
         q: np.ndarray,
         ft: FrameTriangles,
         x: np.ndarray,
         y: np.ndarray,
-        start: np.ndarray,
+        starts: np.ndarray,
+        width: int,
         max_steps: int = 12,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Source points of (x, y) by ``locate``. Points the walk could not place from
-        ``start`` are walked again from their first-order guess: near closed lids the
-        collapsed triangles form a seam the walk may not cross from the wrong side (its
-        escape rule can cycle), and a start on the other side of it finds the way."""
-        found = locate(ft, self.steps, x, y, start, max_steps)
-        lost = found.lost
-        if lost.size:
-            xl, yl = x[lost], y[lost]
-            again = locate(ft, self.steps, xl, yl, self._first_order(q, xl, yl))
-            placed = np.ones(len(lost), bool)
-            placed[again.lost] = False
-            found.sx[lost[placed]] = again.sx[placed]
-            found.sy[lost[placed]] = again.sy[placed]
-        return found.sx, found.sy
+        """Source points of (x, y) (rows of ``width``) by ``walk_rows``. The few points it
+        cannot place are walked again by ``locate`` from their first-order guess: near
+        closed lids the collapsed triangles form a seam the walk may not cross from the
+        wrong side (its escape rule can cycle), and a start on the other side of it finds
+        the way; ``locate`` clamps what it cannot place either."""
+        n = len(x)
+        sx = np.empty(n, np.float32)
+        sy = np.empty(n, np.float32)
+        tri = np.empty(n, np.int32)
+        lost = walk_rows(ft.table, self.steps, x, y, starts, width, max_steps, sx, sy, tri)
+        if lost:
+            idx = np.flatnonzero(tri < 0)
+            xl, yl = x[idx], y[idx]
+            again = locate(ft, self.steps, xl, yl, self._first_order(q, xl, yl), max_steps)
+            sx[idx] = again.sx
+            sy[idx] = again.sy
+        return sx, sy
 
     def coarse(self, q: np.ndarray, ft: FrameTriangles) -> np.ndarray:
         """(H, W, 2) map over ``region`` from the exact inverse at the coarse grid points."""
-        rig = self.rig
-        # 1. The guess grid: a Newton step. The deformed triangle at the first-order guess
-        #    x - d(x) (d interpolated on the rest mesh) is the right one or a neighbour;
-        #    its affine inverse, extrapolated if need be, lands within a fraction of a
-        #    triangle of the true source point (no walk: a guess is all that is needed).
-        gx, gy = self.guess_x, self.guess_y
-        d = self.guess_interp @ (q - rig.rest[:, :2])
-        shape = (self.guess_h, self.guess_w)
-        guess = np.empty((*shape, 2), np.float32)
-        guess[:, :, 0] = (gx - d[:, 0]).reshape(shape)
-        guess[:, :, 1] = (gy - d[:, 1]).reshape(shape)
-        t = self.rest_triangle_at(guess)
-        c = ft.table.take(t, axis=0)
-        dx = gx - c[:, 4]
-        dy = gy - c[:, 5]
-        sx = c[:, 6] * dx + c[:, 7] * dy + c[:, 10]
-        sy = c[:, 8] * dx + c[:, 9] * dy + c[:, 11]
-        # (A collapsed triangle's inverse is meaningless: keep the first-order guess there.)
-        newton = ~ft.collapsed.take(t)
-        flat = guess.reshape(-1, 2)
-        flat[newton, 0] = sx[newton]
-        flat[newton, 1] = sy[newton]
-        # 2. The coarse grid, walked from the guess grid's source points upsampled.
-        up_guess = cv2.resize(guess, (self.grid_w, self.grid_h), interpolation=cv2.INTER_LINEAR)
-        x, y = self.grid_x, self.grid_y
-        sx, sy = self._locate(q, ft, x, y, self.rest_triangle_at(up_guess))
+        sx, sy = self._locate_rows(q, ft, self.grid_x, self.grid_y, self._grid_rest, self.grid_w)
         coarse = np.empty((self.grid_h * self.grid_w, 2), np.float32)
         coarse[:, 0] = sx
         coarse[:, 1] = sy
         if self._shift_at.size:
             coarse[self._shift_at] += self._shift
-        # 3. Upsampled as absolute coordinates; ramped to the identity at the region's edge.
+        # Upsampled as absolute coordinates; ramped to the identity at the region's edge.
         r = self.region
         up = np.asarray(
             cv2.resize(
@@ -551,33 +514,20 @@ class InverseWarp:
     def refine(
         self, maps: np.ndarray, q: np.ndarray, ft: FrameTriangles, boxes: list[Region]
     ) -> None:
-        """Exact per-pixel inverse inside ``boxes`` (image coordinates), in place; one walk
-        for all of them."""
+        """Exact per-pixel inverse inside ``boxes`` (image coordinates), in place."""
         r = self.region
-        parts = []
+        rest = self.rest_raster.reshape(r.height, r.width)
         for box in boxes:
             box = box.clipped(r)
-            if not box.empty:
-                parts.append(
-                    (slice(box.y0 - r.y0, box.y1 - r.y0), slice(box.x0 - r.x0, box.x1 - r.x0))
-                )
-        if not parts:
-            return
-        x = np.concatenate([self._pixel_x[sl].ravel() for sl in parts])
-        y = np.concatenate([self._pixel_y[sl].ravel() for sl in parts])
-        # The coarse map's source point is nearly right: its rest triangle is (nearly) the
-        # deformed triangle the pixel lies in.
-        start = np.concatenate(
-            [self.rest_triangle_at(np.ascontiguousarray(maps[sl])) for sl in parts]
-        )
-        sx, sy = self._locate(q, ft, x, y, start, max_steps=8)
-        at = 0
-        for sl in parts:
+            if box.empty:
+                continue
+            sl = (slice(box.y0 - r.y0, box.y1 - r.y0), slice(box.x0 - r.x0, box.x1 - r.x0))
+            x = self._pixel_x[sl].ravel()
+            y = self._pixel_y[sl].ravel()
+            sx, sy = self._locate_rows(q, ft, x, y, rest[sl].ravel(), box.width, max_steps=8)
             current = maps[sl]
-            h, w = current.shape[:2]
-            current[:, :, 0] = sx[at : at + h * w].reshape(h, w)
-            current[:, :, 1] = sy[at : at + h * w].reshape(h, w)
-            at += h * w
+            current[:, :, 0] = sx.reshape(box.height, box.width)
+            current[:, :, 1] = sy.reshape(box.height, box.width)
 
     def exact(self, q: np.ndarray, ft: FrameTriangles) -> np.ndarray:
         """The exact per-pixel map over ``region`` (reference for error measurements)."""
