@@ -109,9 +109,12 @@ class Forwarder:
     cluster: Cluster
     offer_timeout_s: float
     _http: aiohttp.ClientSession | None = None
-    # Offers on their way to each worker: added to the load a worker reports, so that a burst
-    # of offers that all see the same reported loads still spreads.
+    # Offers on their way to each worker (``reserve`` .. ``release``): added to the load a
+    # worker reports, so that a burst of offers that all see the same reported loads still
+    # spreads.
     _in_flight: dict[int, int] = field(default_factory=dict)
+    # Placements are decided one at a time per worker: each sees the previous one's outcome.
+    _placing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
@@ -134,8 +137,6 @@ class Forwarder:
         timeout = aiohttp.ClientTimeout(
             total=self.offer_timeout_s if is_offer else REQUEST_TIMEOUT_S
         )
-        if is_offer:
-            self._in_flight[owner] = self._in_flight.get(owner, 0) + 1
         try:
             async with self._client().request(
                 request.method,
@@ -153,15 +154,24 @@ class Forwarder:
                 "forwarding %s %s to worker %d failed: %r", request.method, request.path, owner, exc
             )
             raise OwnerUnreachable(owner, what) from None
-        finally:
-            if is_offer:
-                self._in_flight[owner] -= 1
+
+    def reserve(self, owner: int) -> None:
+        """Count an offer this worker is about to forward to ``owner`` in its load."""
+        self._in_flight[owner] = self._in_flight.get(owner, 0) + 1
+
+    def release(self, owner: int) -> None:
+        self._in_flight[owner] -= 1
 
     async def least_loaded(self, own_load: Callable[[], int | None]) -> int:
         """The worker a new publisher should go to: the lowest load (peers + offers being
-        negotiated, + offers this worker is forwarding there) among the workers accepting
-        sessions; ``own_load()`` is this worker's (``None``: it accepts none), read once the
-        others have answered (offers decided meanwhile count). Ties stay here."""
+        negotiated or placed, + offers this worker is forwarding there) among the workers
+        accepting sessions; ``own_load()`` is this worker's without the offer being placed
+        (``None``: it accepts none), read once the others have answered. Ties stay here.
+        The caller ``reserve``s the chosen worker before the next placement runs."""
+        async with self._placing:
+            return await self._least_loaded(own_load)
+
+    async def _least_loaded(self, own_load: Callable[[], int | None]) -> int:
         others = self.cluster.others()
         reported = await asyncio.gather(*(self._load_of(j) for j in others))
         mine = own_load()

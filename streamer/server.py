@@ -141,6 +141,7 @@ class ServerState:
         self.peers: dict[str, Peer] = {}
         self.rooms: RoomRegistry[Peer] = RoomRegistry(self.id_prefix)
         self.negotiating = 0
+        self.placing = 0  # offers whose worker is being chosen (``cluster``), counted as load
         self.draining = False
         self.tasks: set[asyncio.Task[Any]] = set()
         self.loopback = resolve_loopback_mode(self.server.ice_loopback, self.server.host)
@@ -151,7 +152,7 @@ class ServerState:
 
     @property
     def load(self) -> int:
-        return len(self.peers) + self.negotiating
+        return len(self.peers) + self.negotiating + self.placing
 
 
 STATE = web.AppKey("state", ServerState)
@@ -332,10 +333,18 @@ async def handle_offer(request: web.Request) -> web.Response:
     offer = await _read_offer(request, state.server.max_sdp_bytes)
     role: Role = offer["role"]
     if state.cluster is not None and not state.cluster.is_internal(request):
-        owner, what = await _offer_owner(state, state.cluster, offer)
+        assert state.forwarder is not None
+        state.placing += 1
+        try:
+            owner, what = await _offer_owner(state, state.cluster, offer)
+        finally:
+            state.placing -= 1
         if owner != state.cluster.index:
-            assert state.forwarder is not None
-            return await state.forwarder.relay(request, owner, what)
+            state.forwarder.reserve(owner)  # before any await: the next placement sees it
+            try:
+                return await state.forwarder.relay(request, owner, what)
+            finally:
+                state.forwarder.release(owner)
     if state.load >= state.server.max_sessions:
         return _error(
             429, "server is at its session limit; try again later", headers={"Retry-After": "5"}
@@ -363,7 +372,8 @@ async def _offer_owner(
     assert state.forwarder is not None
 
     def own_load() -> int | None:
-        return state.load if state.load < state.server.max_sessions else None
+        load = state.load - 1  # without this offer (counted in ``placing`` meanwhile)
+        return load if load < state.server.max_sessions else None
 
     owner = await state.forwarder.least_loaded(own_load)
     return owner, "the new session"

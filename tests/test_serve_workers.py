@@ -273,6 +273,23 @@ async def test_publishers_land_on_both_workers_and_answer_from_either(
         await asyncio.gather(*(c.aclose() for c in clients))
 
 
+async def test_a_burst_of_publishers_is_spread_evenly(serve: Serve) -> None:
+    # Four offers at once, however the kernel spreads their connections (often all to one
+    # worker): placements are decided one at a time per worker, each counting the offers
+    # already sent elsewhere, so the workers end up with two each.
+    async with aiohttp.ClientSession() as http:
+        results = await asyncio.gather(
+            *(publish(serve.url, http) for _ in range(4)), return_exceptions=True
+        )
+        clients = [r for r in results if isinstance(r, LoopbackClient)]
+        try:
+            assert len(clients) == 4, results
+            owners = sorted(owner(c.session_id) for c in clients)
+            assert owners == [0, 0, 1, 1]
+        finally:
+            await asyncio.gather(*(c.aclose() for c in clients))
+
+
 async def test_a_viewer_of_another_workers_room_gets_frames(
     serve: Serve, http: aiohttp.ClientSession
 ) -> None:
