@@ -18,10 +18,11 @@ def busy_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one-process", "workers"])
 def test_a_port_in_use_is_one_clear_line(
-    busy_port: int, capsys: pytest.CaptureFixture[str]
+    busy_port: int, workers: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["serve", "--port", str(busy_port)]) == 2
+    assert main(["serve", *workers, "--port", str(busy_port)]) == 2
     err = capsys.readouterr().err.strip()
     where = f"127.0.0.1:{busy_port}"
     assert err == f"msadtalker: error: cannot listen on {where}: Address already in use"

@@ -26,7 +26,6 @@ import numpy as np
 import pytest
 from live_fakes import speech_like
 
-from streamer.cli import main
 from streamer.cluster import WORKER_HEADER
 from streamer.io.trace import read_trace
 from streamer.io.webrtc_client import LoopbackClient
@@ -166,23 +165,6 @@ async def publish(url: str, http: aiohttp.ClientSession, **kwargs: Any) -> Loopb
 
 
 # ------------------------------------------------------------------ start-up failures
-
-
-@pytest.fixture
-def busy_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield sock.getsockname()[1]
-
-
-def test_a_port_in_use_is_one_clear_line(
-    busy_port: int, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["serve", "--workers", "2", "--port", str(busy_port)]) == 2
-    err = capsys.readouterr().err.strip()
-    where = f"127.0.0.1:{busy_port}"
-    assert err == f"msadtalker: error: cannot listen on {where}: Address already in use"
 
 
 def test_a_second_server_cannot_join_the_port_of_a_running_one(serve: Serve) -> None:

@@ -182,12 +182,7 @@ def locate(
     # times a frame, where numpy's Python-level dispatch costs as much as the work.)
     t = np.array(start, dtype=np.int32)
     c = ft.table.take(t, axis=0)  # row gather; much faster than fancy indexing
-    dx = x - c[:, 4]
-    dy = y - c[:, 5]
-    l1 = c[:, 0] * dx
-    l1 += c[:, 1] * dy
-    l2 = c[:, 2] * dx
-    l2 += c[:, 3] * dy
+    dx, dy, l1, l2 = _barycentric(c, x, y)
     l0 = 1.0 - l1
     l0 -= l2
     low = np.minimum(l0, l1)
@@ -228,6 +223,19 @@ def locate(
     return Located(t, sx, sy, lost)
 
 
+def _barycentric(
+    c: np.ndarray, x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(dx, dy, l1, l2) of points (x, y) in the triangles whose table rows are ``c``."""
+    dx = x - c[:, 4]
+    dy = y - c[:, 5]
+    l1 = c[:, 0] * dx
+    l1 += c[:, 1] * dy
+    l2 = c[:, 2] * dx
+    l2 += c[:, 3] * dy
+    return dx, dy, l1, l2
+
+
 def _walk(
     ft: FrameTriangles,
     steps: np.ndarray,
@@ -263,13 +271,7 @@ def _walk(
             lam = np.empty((idx.size, 4), np.float32)
             lam[:, 3] = -_EPS
         ta = nxt
-        c = table.take(ta, axis=0)
-        dx = xa - c[:, 4]
-        dy = ya - c[:, 5]
-        l1 = c[:, 0] * dx
-        l1 += c[:, 1] * dy
-        l2 = c[:, 2] * dx
-        l2 += c[:, 3] * dy
+        _, _, l1, l2 = _barycentric(table.take(ta, axis=0), xa, ya)
         lam[:, 1] = l1
         lam[:, 2] = l2
         l1 += l2
