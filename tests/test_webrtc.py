@@ -6,6 +6,7 @@ import fractions
 from dataclasses import replace
 
 import av
+import cv2
 import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError
@@ -44,6 +45,30 @@ async def test_video_track_stamps_pts_from_the_frame_index() -> None:
     assert pts == [0, 3600, 3 * 3600]
     with pytest.raises(MediaStreamError):
         await track.recv()
+
+
+@pytest.mark.parametrize("shape", [(64, 96, 3), (65, 97, 3)], ids=["even", "odd"])
+async def test_video_track_frames_keep_the_picture(shape: tuple[int, int, int]) -> None:
+    # Even sizes go out as I420 converted here, odd ones as RGB for aiortc to convert: either
+    # way the encoder sees the picture (BT.601 limited range, as swscale would make it).
+    rng = np.random.default_rng(0)
+    image = cv2.GaussianBlur(rng.integers(0, 256, shape, dtype=np.uint8), (0, 0), 2.0)
+    fanout = FanOut(default_size=8)
+    track = AvatarVideoTrack(fanout.subscribe("v"))
+    fanout.publish(replace(_frame(0), image=image))
+    out = await track.recv()
+    assert (out.width, out.height) == (shape[1], shape[0])
+    if shape[0] % 2:
+        assert out.format.name == "rgb24"
+        assert np.array_equal(out.to_ndarray(), image)
+        return
+    assert out.format.name == "yuv420p"
+    reference = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+    ours = out.reformat(format="yuv420p")
+    luma = np.abs(ours.to_ndarray()[: shape[0]].astype(int) - reference.to_ndarray()[: shape[0]])
+    assert luma.max() <= 1
+    back = ours.to_ndarray(format="rgb24").astype(int)
+    assert np.abs(back - image).mean() < 3.0
 
 
 async def test_audio_track_sends_20ms_48k_frames_and_fills_dropped_frames() -> None:

@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import av
+import cv2
 import numpy as np
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
@@ -76,7 +77,16 @@ class AvatarVideoTrack(MediaStreamTrack):
         if frame is None:
             self.stop()
             raise MediaStreamError
-        out = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame.image), format="rgb24")
+        image = frame.image
+        if image.shape[0] % 2 == 0 and image.shape[1] % 2 == 0:
+            # The encoders want I420; OpenCV's conversion is ~5x faster than the swscale
+            # one aiortc would run (and it releases the GIL).
+            i420 = np.asarray(
+                cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2YUV_I420), np.uint8
+            )
+            out = av.VideoFrame.from_ndarray(i420, format="yuv420p")
+        else:
+            out = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         out.pts = frame.index * VIDEO_TICKS_PER_FRAME
         out.time_base = fractions.Fraction(1, VIDEO_CLOCK)
         self.sent += 1
