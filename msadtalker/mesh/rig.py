@@ -175,12 +175,13 @@ class MeshRig:
         over = np.flatnonzero(length > self.border_cap)
         if over.size:
             d[over] *= (self.border_cap[over] / length[over])[:, None]
-        mesh = self._mesh(self._rest_xy + d)
+        mesh = self.mesh(self._rest_xy + d)
         if (mesh.det < self._fold_limit).any():
-            mesh = self._mesh(self._rest_xy + self._unfold(d))
+            mesh = self.mesh(self._rest_xy + self._unfold(d))
         return mesh
 
-    def _mesh(self, q: np.ndarray) -> Deformed:
+    def mesh(self, q: np.ndarray) -> Deformed:
+        """Triangle corners, edges and signed areas of vertex positions ``q`` (V, 2)."""
         corners = np.take(q, self._corner_ids, axis=0).reshape(-1, 3, 2)
         edges = corners[:, 1:] - corners[:, :1]
         det = edges[:, 0, 0] * edges[:, 1, 1]

@@ -13,7 +13,7 @@ table and ``walk_table`` successors, so a point gets the same triangle and sourc
 
 A point the walk cannot place from its neighbour's triangle is walked again from its own
 ``starts`` entry; one that fails again is reported (``tri = -1``) and left to the caller
-(``warp.InverseWarp._locate``), which has the slower, more robust fall-backs.
+(``warp.InverseWarp._locate_rows``), which has the slower, more robust fall-backs.
 
 Compiled on first use and cached on disk next to this file (``cache=True``); ``nogil`` so
 renders in worker threads run in parallel.
@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-_EPS = 1e-4  # as ``warp._EPS``: barycentric tolerance (points on shared edges)
+EPS = 1e-4  # barycentric tolerance (points on shared edges); ``warp.locate`` uses it too
 
 
 @njit(cache=True, nogil=True)
@@ -39,7 +39,7 @@ def _walk_one(
         l2 = table[t, 2] * dx + table[t, 3] * dy
         l0 = 1.0 - l1 - l2
         k = 3
-        low = -_EPS
+        low = -EPS
         if l0 < low:
             k, low = 0, l0
         if l1 < low:

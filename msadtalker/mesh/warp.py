@@ -19,16 +19,17 @@ What we do instead, per frame (no Python loop over pixels or triangles):
 1. per triangle: the affine map destination -> barycentric coordinates of the DEFORMED
    triangle (a few ops on ~1.5k triangles);
 2. on a coarse grid (every ``step`` px, ~4 px at 512) over the region that can move: locate
-   each grid point's deformed triangle by a vectorised "visibility walk": start from the rest
-   triangle at the first-order guess x - d(x), step across the edge with the most negative
-   barycentric coordinate until inside (1-2 steps typically); then apply the barycentrics
-   to the triangle's rest corners. This is the EXACT inverse at the grid points;
-3. upsample the coarse DISPLACEMENT (source - destination, smooth) bilinearly to full
-   resolution (one ``cv2.resize``), ramp it to zero over the half cell at the region's
-   edges (where the motion does fall to zero) and add the identity grid;
+   each grid point's deformed triangle by a "visibility walk" (step across the edge with the
+   most negative barycentric coordinate until inside), compiled and row by row, each point
+   starting in the triangle its neighbour ended in (``walk.walk_rows``: 0-1 steps
+   typically); then apply the barycentrics to the triangle's rest corners. This is the EXACT
+   inverse at the grid points. The few points that walk cannot place are walked again by
+   the numpy ``locate`` from the first-order guess x - d(x);
+3. upsample the coarse map (absolute source coordinates, smooth) bilinearly to full
+   resolution (one ``cv2.resize``) and ramp it to the identity over the half cell at the
+   region's edges (where the motion does fall to zero);
 4. where the warp has kinks at a finer scale than the grid (lips while the mouth opens,
-   eyelids while blinking), redo step 2 at every pixel of a small box (the walk starts from
-   the triangle the coarse map points to, so it converges in ~1 step).
+   eyelids while blinking), redo step 2 at every pixel of a small box.
 
 The coarse grid's only error is the bilinear interpolation of a piecewise-affine map between
 grid points, a fraction of a pixel (measured by ``map_error`` against the exact per-pixel map).
@@ -37,14 +38,15 @@ grid points, a fraction of a pixel (measured by ``map_error`` against the exact 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import cv2
 import numpy as np
+from scipy.spatial import Delaunay
 
 from msadtalker.mesh.rig import Deformed, MeshRig
-from msadtalker.mesh.walk import walk_rows
+from msadtalker.mesh.walk import EPS, walk_rows
 
-_EPS = 1e-4  # barycentric tolerance (points on shared edges)
 _COLLAPSED = 1e-3  # deformed/rest area ratio below which a triangle counts as collapsed
 _FAR = 1e30  # float32-safe "infinitely far" offset (see ``frame_triangles``)
 
@@ -83,11 +85,8 @@ def frame_triangles(rig: MeshRig, q: np.ndarray, mesh: Deformed | None = None) -
     """Per-triangle data for deformed vertex positions ``q`` (V, 2); ``mesh``: the same
     frame from ``MeshRig.deform`` (its corners and areas are then not computed again)."""
     if mesh is None:
-        corners = np.take(q, rig.triangles.ravel(), axis=0).reshape(-1, 3, 2)
-        edges = corners[:, 1:] - corners[:, :1]
-        det = edges[:, 0, 0] * edges[:, 1, 1] - edges[:, 0, 1] * edges[:, 1, 0]
-    else:
-        corners, edges, det = mesh.corners, mesh.edges, mesh.det
+        mesh = rig.mesh(q)
+    corners, edges, det = mesh.corners, mesh.edges, mesh.det
     collapsed = det <= _COLLAPSED * rig.rest_det
     any_collapsed = bool(collapsed.any())
     inv = 1.0 / (np.where(collapsed, 1.0, det) if any_collapsed else det)
@@ -173,53 +172,41 @@ def locate(
     a visibility walk from ``start`` (int32) over ``steps`` (``walk_table``): step across
     the edge with the most negative barycentric coordinate until inside.
 
-    The first pass treats every point at once (one row gather each gives the inside test
-    and the source point); the few outside their start go on in compact arrays with the
-    barycentrics in an (n, 4) array whose last column is -eps, so one ``argmin`` picks both
-    the edge to cross and "stay" (successor column 3).
+    All points walk in lock-step, the ones still moving in compact arrays. This is the
+    fallback of ``walk.walk_rows`` for the few points it cannot place, and the tests'
+    reference for it: plain rather than fast.
     """
-    # (ndarray methods rather than np.* functions: these run on small arrays, a few dozen
-    # times a frame, where numpy's Python-level dispatch costs as much as the work.)
     t = np.array(start, dtype=np.int32)
-    c = ft.table.take(t, axis=0)  # row gather; much faster than fancy indexing
-    dx, dy, l1, l2 = _barycentric(c, x, y)
-    l0 = 1.0 - l1
-    l0 -= l2
-    low = np.minimum(l0, l1)
-    np.minimum(low, l2, out=low)
-    sx = c[:, 6] * dx
-    sx += c[:, 7] * dy
-    sx += c[:, 10]
-    sy = c[:, 8] * dx
-    sy += c[:, 9] * dy
-    sy += c[:, 11]
-    out = (low < -_EPS).nonzero()[0]
-    if out.size == 0:
-        return Located(t, sx, sy, out)
-    lam = np.empty((out.size, 4), np.float32)
-    lam[:, 0] = l0.take(out)
-    lam[:, 1] = l1.take(out)
-    lam[:, 2] = l2.take(out)
-    lam[:, 3] = -_EPS
-    lost = _walk(ft, steps, x, y, t, out, lam, max_steps)
-    # The points that walked: their source in their final triangle.
-    xo, yo = x.take(out), y.take(out)
-    c = ft.table.take(t.take(out), axis=0)
-    dx = xo - c[:, 4]
-    dy = yo - c[:, 5]
-    sx[out] = c[:, 6] * dx + c[:, 7] * dy + c[:, 10]
-    sy[out] = c[:, 8] * dx + c[:, 9] * dy + c[:, 11]
+    moving = np.arange(t.size)
+    for _ in range(max_steps):
+        tm = t[moving]
+        _, _, l1, l2 = _barycentric(ft.table[tm], x[moving], y[moving])
+        # Column 3 (-eps) wins when the point is inside: its successor is the triangle itself.
+        lam = np.stack([1.0 - l1 - l2, l1, l2, np.full_like(l1, -EPS)], axis=1)
+        nxt = steps[4 * tm + lam.argmin(axis=1)]
+        went = nxt != tm
+        moving = moving[went]
+        if moving.size == 0:
+            break
+        t[moving] = nxt[went]
+    dx, dy, l1, l2 = _barycentric(ft.table[t], x, y)
+    lost = np.flatnonzero(np.minimum(np.minimum(1.0 - l1 - l2, l1), l2) < -EPS)
+    c = ft.table[t]
+    sx = (c[:, 6] * dx + c[:, 7] * dy + c[:, 10]).astype(np.float32)
+    sy = (c[:, 8] * dx + c[:, 9] * dy + c[:, 11]).astype(np.float32)
     if lost.size:
+        # Out of steps, stuck at the hull or on a collapsed triangle: clamped into the last
+        # triangle.
         tl = t[lost]
         c = ft.table[tl, :6].astype(np.float64)
-        dx, dy = x[lost] - c[:, 4], y[lost] - c[:, 5]
-        l1c = np.clip(c[:, 0] * dx + c[:, 1] * dy, 0.0, 1.0)
-        l2c = np.clip(c[:, 2] * dx + c[:, 3] * dy, 0.0, 1.0)
+        dxl, dyl = x[lost] - c[:, 4], y[lost] - c[:, 5]
+        l1c = np.clip(c[:, 0] * dxl + c[:, 1] * dyl, 0.0, 1.0)
+        l2c = np.clip(c[:, 2] * dxl + c[:, 3] * dyl, 0.0, 1.0)
         total = np.maximum(l1c + l2c, 1.0)
         l1c, l2c = l1c / total, l2c / total
-        s = ft.source[tl]
-        sx[lost] = s[:, 0] + l1c * s[:, 2] + l2c * s[:, 4]
-        sy[lost] = s[:, 1] + l1c * s[:, 3] + l2c * s[:, 5]
+        src = ft.source[tl]
+        sx[lost] = src[:, 0] + l1c * src[:, 2] + l2c * src[:, 4]
+        sy[lost] = src[:, 1] + l1c * src[:, 3] + l2c * src[:, 5]
     return Located(t, sx, sy, lost)
 
 
@@ -234,53 +221,6 @@ def _barycentric(
     l2 = c[:, 2] * dx
     l2 += c[:, 3] * dy
     return dx, dy, l1, l2
-
-
-def _walk(
-    ft: FrameTriangles,
-    steps: np.ndarray,
-    x: np.ndarray,
-    y: np.ndarray,
-    t: np.ndarray,
-    idx: np.ndarray,
-    lam: np.ndarray,
-    max_steps: int,
-) -> np.ndarray:
-    """Walk the points ``idx`` (barycentrics ``lam`` (n, 4), last column -eps, in their
-    triangles ``t[idx]``) to their triangles, updating ``t`` in place; returns the indices
-    of the lost points."""
-    xa, ya, ta = x.take(idx), y.take(idx), t.take(idx)
-    lost: list[np.ndarray] = []
-    table = ft.table
-    for step in range(max_steps + 1):
-        k = lam.argmin(axis=1)
-        nxt = steps.take(ta * 4 + k)
-        moving = nxt != ta
-        n_moving = int(np.count_nonzero(moving))
-        if n_moving == 0 or step == max_steps:
-            break
-        if 2 * n_moving < len(ta):
-            # Drop the points that stopped (inside, or stuck at the hull: lost).
-            stopped = ~moving
-            stuck = idx[stopped & (k != 3)]
-            if stuck.size:
-                lost.append(stuck)
-            t[idx[stopped]] = ta[stopped]
-            keep = moving.nonzero()[0]
-            idx, xa, ya, nxt = idx.take(keep), xa.take(keep), ya.take(keep), nxt.take(keep)
-            lam = np.empty((idx.size, 4), np.float32)
-            lam[:, 3] = -_EPS
-        ta = nxt
-        _, _, l1, l2 = _barycentric(table.take(ta, axis=0), xa, ya)
-        lam[:, 1] = l1
-        lam[:, 2] = l2
-        l1 += l2
-        np.subtract(1.0, l1, out=lam[:, 0])
-    t[idx] = ta
-    unplaced = idx[k != 3]
-    if unplaced.size:
-        lost.append(unplaced)
-    return np.concatenate(lost) if lost else unplaced
 
 
 @dataclass(frozen=True)
@@ -410,17 +350,29 @@ class InverseWarp:
         offset = self.identity.reshape(-1)[at] - ramp[at] * resized[at]
         return at, ramp[at], offset.astype(np.float32)
 
-    def _rest_triangles(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        from scipy.spatial import Delaunay
-
+    @cached_property
+    def _rest_delaunay(self) -> Delaunay:
         # The rig's triangulation IS the Delaunay triangulation of exactly these float32
         # rest points, so scipy's point location on a fresh Delaunay object agrees with it
         # (same simplices in the same order; the rig only reorders corners within a row).
         tri = Delaunay(self.rig.rest[:, :2].astype(np.float64))
         if not np.array_equal(np.sort(tri.simplices, axis=1), np.sort(self.rig.triangles, axis=1)):
             raise RuntimeError("rest triangulation is not reproducible")
-        found = tri.find_simplex(np.column_stack([x, y]).astype(np.float64))
+        return tri
+
+    def _rest_triangles(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        found = self._rest_delaunay.find_simplex(np.column_stack([x, y]).astype(np.float64))
         return np.where(found < 0, 0, found).astype(np.int32)
+
+    def rest_motion(self, q: np.ndarray, x: np.ndarray, y: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """(n, 2) float64 vertex motion ``q - rest`` interpolated on the REST mesh at points
+        (x, y) lying in rest triangles ``t``: the first-order displacement d(x)."""
+        _, _, l1, l2 = _barycentric(self._rest_ft.bary[t].astype(np.float64), x, y)
+        corners = self.rig.triangles[t]
+        d = q - self.rig.rest[:, :2]
+        moved: np.ndarray = (1.0 - l1 - l2)[:, None] * d[corners[:, 0]]
+        moved += l1[:, None] * d[corners[:, 1]] + l2[:, None] * d[corners[:, 2]]
+        return moved
 
     def rest_triangle_at(self, points: np.ndarray) -> np.ndarray:
         """Rest triangle (int32, flat) at each point of an (h, w, 2) float32 image of
@@ -446,15 +398,7 @@ class InverseWarp:
         flat = xy.reshape(-1, 2)
         flat[:n, 0], flat[:n, 1] = x, y
         t = self.rest_triangle_at(xy)[:n]
-        c = self._rest_ft.bary[t].astype(np.float64)
-        dx, dy = x - c[:, 4], y - c[:, 5]
-        l1 = c[:, 0] * dx + c[:, 1] * dy
-        l2 = c[:, 2] * dx + c[:, 3] * dy
-        corners = self.rig.triangles[t]
-        d = q - self.rig.rest[:, :2]
-        moved = (1.0 - l1 - l2)[:, None] * d[corners[:, 0]]
-        moved += l1[:, None] * d[corners[:, 1]] + l2[:, None] * d[corners[:, 2]]
-        flat[:n] -= moved.astype(np.float32)
+        flat[:n] -= self.rest_motion(q, x, y, t).astype(np.float32)
         return self.rest_triangle_at(xy)[:n]
 
     def _locate_rows(
@@ -547,21 +491,11 @@ def map_error(approx: np.ndarray, exact: np.ndarray) -> np.ndarray:
 def approx_map_error(warp: InverseWarp, q: np.ndarray) -> np.ndarray:
     """Error of the first-order shortcut p = x - d(x) (d interpolated on the rest mesh),
     against the exact map, per pixel of ``warp.region``."""
-    rig = warp.rig
-    exact = warp.exact(q, frame_triangles(rig, q))
+    exact = warp.exact(q, frame_triangles(warp.rig, q))
     r = warp.region
     x = warp.identity[:, :, 0].ravel().astype(np.float64)
     y = warp.identity[:, :, 1].ravel().astype(np.float64)
-    rest = rig.rest[:, :2].astype(np.float64)
-    ft_rest = frame_triangles(rig, rest)
-    t = warp.rest_raster
-    c = ft_rest.bary[t].astype(np.float64)
-    l1 = c[:, 0] * (x - c[:, 4]) + c[:, 1] * (y - c[:, 5])
-    l2 = c[:, 2] * (x - c[:, 4]) + c[:, 3] * (y - c[:, 5])
-    corners = rig.triangles[t]
-    d = q - rest
-    lam = np.stack([1.0 - l1 - l2, l1, l2], axis=1)
-    sx = x - (d[corners, 0] * lam).sum(axis=1)
-    sy = y - (d[corners, 1] * lam).sum(axis=1)
+    d = warp.rest_motion(q, x, y, warp.rest_raster)
+    sx, sy = x - d[:, 0], y - d[:, 1]
     approx = np.dstack([sx.reshape(r.height, r.width), sy.reshape(r.height, r.width)])
     return map_error(approx, exact)
