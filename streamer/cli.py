@@ -16,7 +16,7 @@ from typing import NoReturn
 
 from msadtalker.errors import InputError
 
-COMMANDS = ("motion", "render", "serve", "kiosk", "bench", "check_parity", "export", "prepare")
+COMMANDS = ("motion", "render", "serve", "kiosk", "bench", "check_parity", "export")
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -35,13 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"streamer.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"streamer.commands.{name}":
-                continue  # not built yet in this checkout
-            raise
-        module.add_parser(sub)
+        importlib.import_module(f"streamer.commands.{name}").add_parser(sub)
     return parser
 
 

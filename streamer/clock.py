@@ -1,8 +1,9 @@
-"""Clocks that pace a pipeline's output: real time (live), free-running (offline), virtual (tests).
+"""Clocks that pace a live session: real time (live), virtual (tests).
 
-All three share one contract: ``now()`` in seconds on the clock's own time line and
-``sleep_until(t)``. Live video is paced by ``RealtimeClock``; offline render never waits
-(``FreeRunClock``); tests advance a ``VirtualClock`` by hand so timing logic is instant and exact.
+Both share one contract: ``now()`` in seconds on the clock's own time line and
+``sleep_until(t)``. Live video is paced by ``RealtimeClock``; tests advance a ``VirtualClock``
+by hand so timing logic is instant and exact. Offline render needs no clock: it runs the
+pipeline as fast as it goes (``streamer.offline``).
 """
 
 from __future__ import annotations
@@ -33,20 +34,6 @@ class RealtimeClock:
         delay = t - self.now()
         if delay > 0:
             await asyncio.sleep(delay)
-
-
-class FreeRunClock:
-    """Never waits: time jumps to whatever deadline is asked for."""
-
-    def __init__(self) -> None:
-        self._now = 0.0
-
-    def now(self) -> float:
-        return self._now
-
-    async def sleep_until(self, t: float) -> None:
-        self._now = max(self._now, t)
-        await asyncio.sleep(0)
 
 
 class VirtualClock:

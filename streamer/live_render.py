@@ -53,9 +53,9 @@ from typing import Any
 import numpy as np
 
 from msadtalker.timing import FPS
+from streamer.at_rest import at_rest
 from streamer.clock import Clock
-from streamer.rest import at_rest
-from streamer.stage import Stage
+from streamer.stages.contract import Stage
 from streamer.types import MotionFrame, VideoFrame
 
 RenderStage = Stage[MotionFrame, VideoFrame]

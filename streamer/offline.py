@@ -1,4 +1,4 @@
-"""Offline driver: a file source, the pipeline, and sinks; no pacing (free-running clock).
+"""Offline driver: a file source, the pipeline, and sinks; no pacing (as fast as it goes).
 
 The live server drives the very same ``Pipeline`` from WebRTC audio with a real-time pacer;
 only the source, the sinks and the clock differ.
@@ -16,12 +16,6 @@ from streamer.types import AudioChunk
 
 class Sink(Protocol):
     def write(self, frame: Any) -> None: ...
-
-
-class ClosingSink(Sink, Protocol):
-    def close(self) -> None: ...
-
-    def abort(self) -> None: ...
 
 
 def run_offline(

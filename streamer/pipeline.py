@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
-from streamer.stage import Stage
+from streamer.stages.contract import Stage
 from streamer.types import AudioChunk
 
 OutT = TypeVar("OutT")

@@ -53,9 +53,11 @@ from aiortc import clock as rtc_clock
 from aiortc.mediastreams import MediaStreamTrack
 
 from msadtalker.timing import SAMPLES_PER_FRAME
+from streamer.build import StageFactory
 from streamer.clock import Clock, RealtimeClock
 from streamer.cluster import WORKER_HEADER, Cluster, Forwarder, OwnerUnreachable
 from streamer.config import Config
+from streamer.fanout import Subscription
 from streamer.io.trace import TraceWriter
 from streamer.io.webrtc import (
     AvatarVideoTrack,
@@ -67,10 +69,9 @@ from streamer.io.webrtc import (
     use_loopback_candidates,
     use_low_latency_receive,
 )
-from streamer.live import StageFactory
 from streamer.pipeline import Pipeline
 from streamer.rooms import ROOM_ID, Room, RoomRegistry
-from streamer.session import FrameSink, LiveSession, Subscription
+from streamer.session import FrameSink, LiveSession
 from streamer.types import AudioChunk, VideoFrame
 
 log = logging.getLogger(__name__)

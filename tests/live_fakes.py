@@ -226,9 +226,9 @@ def stages_under_test(config: Config) -> Callable[[], list[Any]]:
 @functools.cache
 def _prepared_factory(config: Config) -> Callable[[], Any]:
     """The avatar is prepared once per test process and config, as a server does at start."""
-    from streamer.live import live_stage_factory
+    from streamer.build import stage_factory
 
-    return live_stage_factory(config)
+    return stage_factory(config)
 
 
 def mouth_probe(stages: Callable[[], Sequence[Any]]) -> Any:

@@ -85,8 +85,8 @@ async def test_live_session_equals_msadtalker_motion(tmp_path: Path) -> None:
 
 
 async def test_live_session_equals_msadtalker_render(tmp_path: Path) -> None:
+    from streamer.build import stage_factory
     from streamer.cli import main
-    from streamer.live import live_stage_factory
 
     wav = _speech_wav(tmp_path)
     offline = tmp_path / "render.csv"
@@ -94,7 +94,7 @@ async def test_live_session_equals_msadtalker_render(tmp_path: Path) -> None:
     argv = ["render", "--audio", str(wav), "--out", str(mp4), "--trace", str(offline)]
     assert main(argv) == 0
     live = tmp_path / "live.csv"
-    factory = live_stage_factory(Config())
+    factory = stage_factory(Config())
     pictures: list[np.ndarray] = []
     session = await _live_trace(list(factory()), wav, live, renders=True, pictures=pictures)
     assert session.ingest.stats.samples_missing == 0 and session.stats.renders_skipped == 0

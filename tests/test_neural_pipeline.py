@@ -19,7 +19,7 @@ pytest.importorskip("torch")
 
 from test_neural_parts import FakeNetworks  # noqa: E402
 
-import streamer.neural  # noqa: E402
+import streamer.build.neural  # noqa: E402
 from msadtalker.audio import load_audio  # noqa: E402
 from msadtalker.timing import SAMPLES_PER_FRAME  # noqa: E402
 from streamer.build import stage_factory  # noqa: E402
@@ -72,7 +72,7 @@ def fake_engines(
         opened.append(FakeEngineSet(list(networks), size))
         return opened[-1]
 
-    monkeypatch.setattr(streamer.neural, "open_engines", open_engines)
+    monkeypatch.setattr(streamer.build.neural, "open_engines", open_engines)
     monkeypatch.setenv("MSADTALKER_CACHE", str(tmp_path / "cache"))
     checkpoints = tmp_path / "ckpt"  # only named and fingerprinted, never loaded here
     checkpoints.mkdir()

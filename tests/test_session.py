@@ -21,10 +21,11 @@ from live_fakes import (
 from msadtalker.blink import BlinkConfig
 from streamer.clock import VirtualClock
 from streamer.config import Config, ServerConfig
+from streamer.fanout import Subscription
 from streamer.io.trace import TraceWriter
 from streamer.offline import run_offline
 from streamer.pipeline import Pipeline
-from streamer.session import LiveSession, Subscription
+from streamer.session import LiveSession
 from streamer.types import AudioChunk, VideoFrame
 
 SERVER = ServerConfig(jitter_ms=20, queue_frames=4, behind_frames=2)

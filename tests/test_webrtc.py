@@ -14,6 +14,7 @@ from aiortc.rtp import RtpPacket
 from live_fakes import FakeRenderStage
 
 from streamer.bench.mouth import rest_motion
+from streamer.fanout import FanOut
 from streamer.io.webrtc import (
     AvatarVideoTrack,
     SpeechAudioTrack,
@@ -21,7 +22,6 @@ from streamer.io.webrtc import (
     _MarkerVideoBuffer,
     resolve_loopback_mode,
 )
-from streamer.session import FanOut
 from streamer.types import VideoFrame
 
 

@@ -45,8 +45,8 @@ from streamer.bench.breakdown import (
 from streamer.bench.live import ServerProcess, session_stats
 from streamer.bench.mouth import MouthProbe
 from streamer.bench.signals import OnsetSpeech, onset_speech
+from streamer.build import StageFactory
 from streamer.io.webrtc_client import LoopbackClient
-from streamer.live import StageFactory
 from streamer.pipeline import Pipeline
 from streamer.types import AudioChunk
 
@@ -66,12 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from streamer.build import stage_factory
     from streamer.commands._options import config_from_args
-    from streamer.live import live_stage_factory
 
     jitter = {"server.jitter_ms": getattr(args, "jitter_ms", None)}
     config = config_from_args(args, jitter, live=True)
-    stages = live_stage_factory(config, args.avatar, args.checkpoints)
+    stages = stage_factory(config, args.avatar, args.checkpoints)
     argv = _serve_flags(args)
     speech = onset_speech(bursts=args.bursts, seed=getattr(args, "seed", None) or 0)
     return asyncio.run(bench_latency(stages, speech, argv))

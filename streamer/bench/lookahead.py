@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from msadtalker.audio import load_audio
     from msadtalker.avatar import default_avatar_path
     from msadtalker.errors import ConfigError
+    from streamer.build.neural import NeuralAvatar
     from streamer.commands._options import checkpoints_of, config_from_args
-    from streamer.neural import NeuralAvatar
 
     try:
         lookaheads = [int(v) for v in args.lookaheads.split(",") if v.strip()]

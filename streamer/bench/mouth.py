@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from streamer.rest import rest_motion
+from streamer.at_rest import rest_motion
 
 __all__ = ["MouthProbe", "rest_motion"]
 

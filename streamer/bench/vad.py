@@ -33,7 +33,7 @@ from streamer.bench.signals import onset_speech
 from streamer.config import Config
 from streamer.ingest import StreamResampler
 from streamer.pipeline import Pipeline
-from streamer.stage import Stage
+from streamer.stages.contract import Stage
 from streamer.types import AudioChunk
 
 log = logging.getLogger(__name__)

@@ -31,9 +31,10 @@ from streamer.commands._options import (
 )
 from streamer.commands.serve import run_async, serve
 from streamer.config import Config
+from streamer.fanout import Subscription
 from streamer.io.mic import MicSource, list_input_devices
 from streamer.server import add_local_publisher
-from streamer.session import LiveSession, Subscription
+from streamer.session import LiveSession
 
 log = logging.getLogger(__name__)
 

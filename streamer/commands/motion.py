@@ -2,7 +2,7 @@
 
 The lip source is the default articulator, or with ``--checkpoints`` (or
 ``$MSADTALKER_CHECKPOINTS``) SadTalker's ExpNet + MappingNet lip keypoints of the neural path
-(``streamer.neural``; no generator is loaded). The trace has the same columns either way.
+(``streamer.build.neural``; no generator is loaded). The trace has the same columns either way.
 """
 
 from __future__ import annotations

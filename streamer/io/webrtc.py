@@ -48,8 +48,8 @@ from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_gt
 
 from msadtalker.timing import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from streamer.fanout import Subscription
 from streamer.ingest import MicFrameConverter, StreamResampler
-from streamer.session import Subscription
 from streamer.types import VideoFrame
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The neural path's per-process preparation and its stage factories.
 
-``neural_factory`` (renderer = neural; used by ``streamer.build.stage_factory``, i.e. render,
+``neural_factory`` (renderer = neural; chosen by ``streamer.build.stage_factory``, i.e. render,
 serve, kiosk and the benches) and ``neural_motion_factory`` (``msadtalker motion
 --checkpoints``: the neural lip source, no generator) do, once per process:
 
@@ -18,7 +18,7 @@ objects:
 
 The mapping lookahead of both neural stages is ``pipeline.lookahead_ms`` in frames, at most
 13 (the official window radius); the feature stage takes up to 3 of it, the silence stage up
-to 2 (``streamer.build.build_motion_stages``).
+to 2 (``streamer.build.motion``).
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from msadtalker.neural.render import NeuralRenderer
 from msadtalker.neural.source import prepare_neural_source
 from msadtalker.timing import frames_from_ms
 from msadtalker.weights import checkpoint_dir, checkpoint_fingerprint
-from streamer.build import StageFactory, build_motion_stages
+from streamer.build.motion import StageFactory, build_motion_stages
 from streamer.config import Config
-from streamer.stage import Stage
+from streamer.stages.contract import Stage
 from streamer.stages.neural_keypoints import NeuralKeypointStage
 from streamer.stages.neural_lips import NeuralLipStage
 from streamer.stages.neural_render import NeuralRenderStage
