@@ -8,7 +8,12 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 profile="${1:-serve}"
 cd "$repo"
 
-log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
+# Bold only on a terminal: CI logs and pipes get plain text.
+if [ -t 2 ]; then
+  log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
+else
+  log() { printf '[bootstrap] %s\n' "$*" >&2; }
+fi
 
 python_bin="${PYTHON:-python3.11}"
 command -v "$python_bin" >/dev/null 2>&1 || python_bin=python3
@@ -40,8 +45,17 @@ py=.venv/bin/python
 
 extras="live"
 [ "$profile" = test ] && extras="live,neural,export,dev"
-stamp=".venv/.installed-$profile-$(sha256sum pyproject.toml | cut -c1-16)"
-if [ ! -f "$stamp" ]; then
+# One stamp per pyproject.toml version, listing the extras installed with it: `serve` after
+# `run` finds its extras already there and installs nothing.
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+have_extras() {
+  [ -f "$stamp" ] || return 1
+  local extra
+  for extra in ${1//,/ }; do
+    grep -qx "$extra" "$stamp" || return 1
+  done
+}
+if ! have_extras "$extras"; then
   "$py" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
   if [ "$profile" = test ] && ! "$py" -c 'import torch' >/dev/null 2>&1; then
     # The CPU build of torch: a plain `pip install torch` pulls ~3 GB of CUDA libraries.
@@ -55,6 +69,6 @@ if [ ! -f "$stamp" ]; then
     cat .venv/pip-install.log >&2
     exit 1
   fi
-  touch "$stamp"
+  tr ',' '\n' <<<"$extras" >> "$stamp"
 fi
 export PATH="$repo/.venv/bin:$PATH"

@@ -6,64 +6,90 @@ the module: to name session inputs, to check a manifest, to derive TensorRT prof
 contract is read from the network class; MappingNet's depends on the instance (70 / 73 input
 channels), so it is built on the meta device, which allocates nothing.
 
-Names are the checkpoint network names of ``msadtalker.weights`` plus the generator's split
-views ``generator_source_encoder`` (once per avatar) and ``generator_render`` (per frame).
+Names are those of ``msadtalker.catalog.NETWORKS``: the checkpoint networks plus the
+generator's split views ``generator_source_encoder`` (once per avatar) and
+``generator_render`` (per frame). Each network module is imported only when its contract is
+asked for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 import torch
 
+from msadtalker.catalog import COEFF_NC, NETWORKS, SIZED_NETWORKS, VIEWS, base_network
 from msadtalker.models.contract import ExportContract
-from msadtalker.weights import LOADABLE_NETWORKS
 
-# Views built on a loaded network: view name -> the checkpoint network it wraps.
-VIEWS: Mapping[str, str] = MappingProxyType(
-    {"generator_source_encoder": "generator", "generator_render": "generator"}
+__all__ = ["NETWORKS", "SIZED_NETWORKS", "VIEWS", "base_network", "contract_for"]
+
+
+def _expnet(size: int) -> ExportContract:
+    from msadtalker.models.expnet import ExpNet
+
+    return ExpNet.export_contract()
+
+
+def _face_recon(size: int) -> ExportContract:
+    from msadtalker.models.face_recon import FaceReconNet
+
+    return FaceReconNet.export_contract()
+
+
+def _mapping(network: str) -> Callable[[int], ExportContract]:
+    def contract(size: int) -> ExportContract:
+        from msadtalker.models.mapping import MappingNet
+
+        with torch.device("meta"):
+            mapping = MappingNet(COEFF_NC[network])
+        return mapping.export_contract()
+
+    return contract
+
+
+def _kp_detector(size: int) -> ExportContract:
+    from msadtalker.models.kp_detector import KPDetector
+
+    return KPDetector.export_contract(size)
+
+
+def _generator(size: int) -> ExportContract:
+    from msadtalker.models.generator import OcclusionAwareSPADEGenerator
+
+    return OcclusionAwareSPADEGenerator.export_contract(size)
+
+
+def _source_encoder(size: int) -> ExportContract:
+    from msadtalker.models.generator import SourceEncoder
+
+    return SourceEncoder.export_contract(size)
+
+
+def _frame_renderer(size: int) -> ExportContract:
+    from msadtalker.models.generator import FrameRenderer
+
+    return FrameRenderer.export_contract(size)
+
+
+# network -> its contract at a render size
+CONTRACTS: Mapping[str, Callable[[int], ExportContract]] = MappingProxyType(
+    {
+        "audio2exp": _expnet,
+        "face_3drecon": _face_recon,
+        **{network: _mapping(network) for network in COEFF_NC},
+        "kp_extractor": _kp_detector,
+        "generator": _generator,
+        "generator_source_encoder": _source_encoder,
+        "generator_render": _frame_renderer,
+    }
 )
-NETWORKS = (*LOADABLE_NETWORKS, *VIEWS)
-# Networks whose graph depends on the render size (the others are size-independent).
-SIZED_NETWORKS = frozenset({"kp_extractor", "generator", *VIEWS})
-
-
-def base_network(network: str) -> str:
-    """The checkpoint network that holds ``network``'s weights."""
-    return VIEWS.get(network, network)
 
 
 def contract_for(network: str, size: int) -> ExportContract:
     """The export contract of ``network`` at render size ``size``."""
-    if network == "audio2exp":
-        from msadtalker.models.expnet import ExpNet
-
-        return ExpNet.export_contract()
-    if network == "face_3drecon":
-        from msadtalker.models.face_recon import FaceReconNet
-
-        return FaceReconNet.export_contract()
-    if network in ("mapping", "mapping_full"):
-        from msadtalker.models.mapping import MappingNet
-
-        with torch.device("meta"):
-            mapping = MappingNet(70 if network == "mapping" else 73)
-        return mapping.export_contract()
-    if network == "kp_extractor":
-        from msadtalker.models.kp_detector import KPDetector
-
-        return KPDetector.export_contract(size)
-    if network == "generator":
-        from msadtalker.models.generator import OcclusionAwareSPADEGenerator
-
-        return OcclusionAwareSPADEGenerator.export_contract(size)
-    if network == "generator_source_encoder":
-        from msadtalker.models.generator import SourceEncoder
-
-        return SourceEncoder.export_contract(size)
-    if network == "generator_render":
-        from msadtalker.models.generator import FrameRenderer
-
-        return FrameRenderer.export_contract(size)
-    raise ValueError(f"unknown network {network!r}; known: {', '.join(NETWORKS)}")
+    try:
+        contract = CONTRACTS[network]
+    except KeyError:
+        raise ValueError(f"unknown network {network!r}; known: {', '.join(NETWORKS)}") from None
+    return contract(size)

@@ -20,7 +20,6 @@ frame on CUDA, which IO binding could avoid; not done, and CUDA is unverified on
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
@@ -28,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from engines.base import EngineUnavailable
-from engines.contracts import NETWORKS, contract_for
+from engines.base import BaseEngine, BaseEngineSet, EngineUnavailable
+from engines.contracts import contract_for
 from engines.manifest import (
     NetworkEntry,
     check_digest,
@@ -85,30 +84,14 @@ def _session_errors(ort: ModuleType) -> tuple[type[BaseException], ...]:
     return (OSError, *found)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-class OnnxEngine:
+class OnnxEngine(BaseEngine):
     """One onnxruntime session for one network; see the module docstring."""
 
+    BACKEND = BACKEND
+
     def __init__(self, network: str, session: Any, contract: ExportContract) -> None:
-        self._network = network
+        super().__init__(network, contract)
         self._session = session
-        self._contract = contract
-
-    @property
-    def backend(self) -> str:
-        return BACKEND
-
-    @property
-    def network(self) -> str:
-        return self._network
-
-    @property
-    def contract(self) -> ExportContract:
-        return self._contract
 
     @property
     def providers(self) -> list[str]:
@@ -116,12 +99,8 @@ class OnnxEngine:
         return providers
 
     def run(self, *inputs: Any, keep_on_device: bool = False) -> dict[str, np.ndarray]:
+        self._check_count(inputs)
         specs = self._contract.inputs
-        if len(inputs) != len(specs):
-            raise ValueError(
-                f"{self._network}: got {len(inputs)} inputs, expected {len(specs)} "
-                f"({', '.join(self._contract.input_names)})"
-            )
         feeds = {spec.name: self._array(x, spec) for x, spec in zip(inputs, specs, strict=True)}
         outputs = self._session.run(self._contract.output_names, feeds)
         return dict(zip(self._contract.output_names, outputs, strict=True))
@@ -141,12 +120,11 @@ class OnnxEngine:
             )
         return array
 
-    def close(self) -> None:
-        """Sessions are released with the set."""
 
-
-class OnnxEngineSet:
+class OnnxEngineSet(BaseEngineSet[OnnxEngine]):
     """The onnxruntime engines of one export directory; see the module docstring."""
+
+    BACKEND = BACKEND
 
     def __init__(
         self,
@@ -156,10 +134,7 @@ class OnnxEngineSet:
         device: str = "auto",
         exports: str | Path | None = None,
     ) -> None:
-        wanted = list(dict.fromkeys(networks))
-        unknown = [name for name in wanted if name not in NETWORKS]
-        if unknown:
-            raise ValueError(f"unknown networks {unknown}; {BACKEND} serves {', '.join(NETWORKS)}")
+        super().__init__(networks, size)
         self._ort = import_onnxruntime()
         self._providers = select_providers(device, self._ort.get_available_providers())
         root = checkpoint_dir(checkpoints)
@@ -167,65 +142,31 @@ class OnnxEngineSet:
         self._directory = export_dir(exports, root, size)
         manifest = read_manifest(self._directory, BACKEND)
         check_source(manifest, self._directory, fingerprint, size, BACKEND)
-        self._size = size
-        self._networks = tuple(wanted)
-        self._contracts = {name: contract_for(name, size) for name in wanted}
+        self._contracts = {name: contract_for(name, size) for name in self.networks}
         # Every requested file is checked in full now (sha256: ~2 s for the 400 MB render
         # view), so a stale or damaged export fails before any stream starts.
         self._entries: dict[str, NetworkEntry] = {}
-        for name in wanted:
+        for name in self.networks:
             entry = check_network(manifest, self._directory, name, self._contracts[name], BACKEND)
             check_digest(self._directory / entry.file, entry.sha256, BACKEND)
             self._entries[name] = entry
-        self._engines: dict[str, OnnxEngine] = {}
-        self._lock = threading.Lock()
-        self._closed = False
-
-    @property
-    def backend(self) -> str:
-        return BACKEND
 
     @property
     def device(self) -> str:
         return "cuda" if self._providers[0] == CUDA_PROVIDER else "cpu"
 
     @property
-    def size(self) -> int:
-        return self._size
-
-    @property
-    def networks(self) -> tuple[str, ...]:
-        return self._networks
-
-    @property
     def directory(self) -> Path:
         return self._directory
 
-    def engine(self, network: str) -> OnnxEngine:
-        if network not in self._networks:
-            raise EngineUnavailable(
-                f"{BACKEND}: network {network} was not opened (opened: {', '.join(self._networks)})"
-            )
-        with self._lock:
-            if self._closed:
-                raise EngineUnavailable(f"{BACKEND}: the engine set is closed")
-            engine = self._engines.get(network)
-            if engine is None:
-                engine = self._build(network)
-                self._engines[network] = engine
-            return engine
-
-    def _build(self, network: str) -> OnnxEngine:
+    def _open(self, network: str) -> OnnxEngine:
         contract = self._contracts[network]
         path = self._directory / self._entries[network].file
         options = self._ort.SessionOptions()
         options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            session = self._ort.InferenceSession(
-                str(path), sess_options=options, providers=self._providers
-            )
-        except _session_errors(self._ort) as exc:
-            raise EngineUnavailable(f"{BACKEND}: cannot load {path}: {_first_line(exc)}") from None
+        session = self._ort.InferenceSession(
+            str(path), sess_options=options, providers=self._providers
+        )
         names = (
             [item.name for item in session.get_inputs()],
             [item.name for item in session.get_outputs()],
@@ -238,10 +179,11 @@ class OnnxEngineSet:
         log.info("%s: %s ready (%s)", BACKEND, network, ", ".join(session.get_providers()))
         return OnnxEngine(network, session, contract)
 
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self._engines.clear()
+    def _load_errors(self) -> tuple[type[BaseException], ...]:
+        return _session_errors(self._ort)
+
+    def _source(self, network: str) -> str:
+        return str(self._directory / self._entries[network].file)
 
 
 def open_onnxruntime_engines(

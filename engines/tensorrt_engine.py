@@ -5,10 +5,10 @@ on (no reachable TensorRT libraries, no GPU), so the build and run paths below w
 against the TensorRT 10 documentation and never executed. What is tested here: profile
 derivation from the contracts (:func:`optimization_profile`) and the unavailable path, which
 raises :class:`~engines.base.EngineUnavailable` with one line when ``tensorrt`` cannot be
-imported or there is no CUDA device. Known obstacle: TensorRT's GridSample layer is 2-D only
-(reference cost.md §4), so ``generator`` / ``generator_render`` (5-D grid_sample) are expected
-to fail to parse or build until a plugin or a gather-based trilinear rewrite exists; the build
-error is reported as one line.
+imported or there is no CUDA device. Known obstacle: TensorRT's GridSample layer is 2-D only,
+to our knowledge (docs/export.md, TensorRT), so ``generator`` / ``generator_render`` (5-D
+grid_sample) are expected to fail to parse or build until a plugin or a gather-based
+trilinear rewrite exists; the build error is reported as one line.
 
 * Build (:func:`build_plan`): parse the ONNX file, one optimisation profile whose ranges come
   from the contract's dynamic axes (min 1, opt = the example size, max = ``max_sizes[name]``
@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines.base import EngineUnavailable
-from engines.contracts import NETWORKS, contract_for
+from engines.base import BaseEngine, BaseEngineSet, EngineUnavailable
+from engines.contracts import contract_for
 from engines.manifest import (
     ManifestError,
     NetworkEntry,
@@ -206,8 +206,10 @@ def _torch_dtype(trt: ModuleType, dtype: Any) -> torch.dtype:
     return table[dtype]
 
 
-class TensorRTEngine:
+class TensorRTEngine(BaseEngine):
     """One deserialized plan with one execution context; see the module docstring."""
+
+    BACKEND = BACKEND
 
     def __init__(
         self,
@@ -217,8 +219,7 @@ class TensorRTEngine:
         device: torch.device,
         trt: ModuleType,
     ) -> None:
-        self._network = network
-        self._contract = contract
+        super().__init__(network, contract)
         self._device = device
         self._runtime = trt.Runtime(_logger(trt))
         self._engine = self._runtime.deserialize_cuda_engine(plan)
@@ -238,25 +239,9 @@ class TensorRTEngine:
         self._dtypes = {n: _torch_dtype(trt, self._engine.get_tensor_dtype(n)) for n in names}
         self._lock = threading.Lock()
 
-    @property
-    def backend(self) -> str:
-        return BACKEND
-
-    @property
-    def network(self) -> str:
-        return self._network
-
-    @property
-    def contract(self) -> ExportContract:
-        return self._contract
-
     def run(self, *inputs: Any, keep_on_device: bool = False) -> dict[str, Any]:
+        self._check_count(inputs)
         names = self._contract.input_names
-        if len(inputs) != len(names):
-            raise ValueError(
-                f"{self._network}: got {len(inputs)} inputs, expected {len(names)} "
-                f"({', '.join(names)})"
-            )
         with self._lock:
             tensors = [self._tensor(value, name) for value, name in zip(inputs, names, strict=True)]
             for name, tensor in zip(names, tensors, strict=True):
@@ -284,9 +269,6 @@ class TensorRTEngine:
     def _tensor(self, value: Any, name: str) -> torch.Tensor:
         tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.asarray(value))
         return tensor.to(device=self._device, dtype=self._dtypes[name]).contiguous()
-
-    def close(self) -> None:
-        """The set releases contexts and engines."""
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -324,8 +306,10 @@ def check_plan(
     return plan
 
 
-class TensorRTEngineSet:
+class TensorRTEngineSet(BaseEngineSet[TensorRTEngine]):
     """The TensorRT engines of one export directory; see the module docstring."""
+
+    BACKEND = BACKEND
 
     def __init__(
         self,
@@ -335,66 +319,37 @@ class TensorRTEngineSet:
         device: str = "auto",
         exports: str | Path | None = None,
     ) -> None:
-        wanted = list(dict.fromkeys(networks))
-        unknown = [name for name in wanted if name not in NETWORKS]
-        if unknown:
-            raise ValueError(f"unknown networks {unknown}; {BACKEND} serves {', '.join(NETWORKS)}")
+        super().__init__(networks, size)
         self._trt = import_tensorrt()
         self._device = cuda_device(device)
         self._gpu = gpu_identity(self._device)
         root = checkpoint_dir(checkpoints)
         fingerprint = checkpoint_fingerprint(root, size)
         self._directory = export_dir(exports, root, size)
-        self._manifest = read_manifest(self._directory, BACKEND)
-        check_source(self._manifest, self._directory, fingerprint, size, BACKEND)
-        self._networks = tuple(wanted)
-        self._contracts = {name: contract_for(name, size) for name in wanted}
+        manifest = read_manifest(self._directory, BACKEND)
+        check_source(manifest, self._directory, fingerprint, size, BACKEND)
+        self._contracts = {name: contract_for(name, size) for name in self.networks}
         # Everything is checked now so that a stale export fails before any stream starts.
         self._plans: dict[str, PlanEntry] = {}
-        for name in wanted:
-            entry = check_network(
-                self._manifest, self._directory, name, self._contracts[name], BACKEND
-            )
+        for name in self.networks:
+            entry = check_network(manifest, self._directory, name, self._contracts[name], BACKEND)
             plan = check_plan(entry, self._directory, str(self._trt.__version__), self._gpu)
             check_digest(self._directory / plan.file, plan.sha256, BACKEND)
             self._plans[name] = plan
-        self._engines: dict[str, TensorRTEngine] = {}
-        self._lock = threading.Lock()
-        self._closed = False
-
-    @property
-    def backend(self) -> str:
-        return BACKEND
 
     @property
     def device(self) -> str:
         return str(self._device)
 
     @property
-    def networks(self) -> tuple[str, ...]:
-        return self._networks
+    def directory(self) -> Path:
+        return self._directory
 
-    def engine(self, network: str) -> TensorRTEngine:
-        if network not in self._networks:
-            raise EngineUnavailable(
-                f"{BACKEND}: network {network} was not opened (opened: {', '.join(self._networks)})"
-            )
-        with self._lock:
-            if self._closed:
-                raise EngineUnavailable(f"{BACKEND}: the engine set is closed")
-            engine = self._engines.get(network)
-            if engine is None:
-                path = self._directory / self._plans[network].file
-                engine = TensorRTEngine(
-                    network, path.read_bytes(), self._contracts[network], self._device, self._trt
-                )
-                self._engines[network] = engine
-            return engine
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self._engines.clear()
+    def _open(self, network: str) -> TensorRTEngine:
+        plan = self._directory / self._plans[network].file
+        return TensorRTEngine(
+            network, plan.read_bytes(), self._contracts[network], self._device, self._trt
+        )
 
 
 def open_tensorrt_engines(

@@ -9,15 +9,14 @@ GPU between calls).
 :class:`TorchEngineSet` opens one checkpoint set strictly through ``msadtalker.weights``. At
 open it locates and validates the whole set (the safetensors header, every requested mapping
 file), so a bad directory fails before any stream starts; each network's tensors are read and
-its module built on first use (``engine(name)``), once, under a lock (sessions of the live
-server ask from their own threads). The generator's split views ``generator_source_encoder``
+its module built on first use (``engine(name)``, once: ``engines.base.BaseEngineSet``). The
+generator's split views ``generator_source_encoder``
 (once per avatar) and ``generator_render`` (per frame) share the one generator module.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 from types import MappingProxyType
@@ -27,10 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from engines.base import EngineUnavailable
-from engines.contracts import NETWORKS, base_network, contract_for
+from engines.base import BaseEngine, BaseEngineSet, EngineUnavailable
+from engines.contracts import contract_for
+from msadtalker.catalog import MAPPING_FILES, base_network
 from msadtalker.models.contract import ExportContract
-from msadtalker.weights import MAPPING_FILES, SadTalkerWeights, build_network, load_weights
+from msadtalker.weights import SadTalkerWeights, build_network, build_view, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,10 @@ def resolve_device(device: str = "auto") -> torch.device:
     return resolved
 
 
-class TorchEngine:
+class TorchEngine(BaseEngine):
     """One module on one device; see the module docstring."""
+
+    BACKEND = BACKEND
 
     def __init__(
         self,
@@ -69,23 +71,10 @@ class TorchEngine:
         device: torch.device,
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        self._network = network
+        super().__init__(network, contract)
         self._module = module
-        self._contract = contract
         self._device = device
         self._dtype = dtype
-
-    @property
-    def backend(self) -> str:
-        return BACKEND
-
-    @property
-    def network(self) -> str:
-        return self._network
-
-    @property
-    def contract(self) -> ExportContract:
-        return self._contract
 
     @property
     def module(self) -> nn.Module:
@@ -96,12 +85,7 @@ class TorchEngine:
         return self._device
 
     def run(self, *inputs: Any, keep_on_device: bool = False) -> dict[str, Any]:
-        expected = self._contract.input_names
-        if len(inputs) != len(expected):
-            raise ValueError(
-                f"{self._network}: got {len(inputs)} inputs, expected {len(expected)} "
-                f"({', '.join(expected)})"
-            )
+        self._check_count(inputs)
         tensors = [
             self._tensor(x, spec.name)
             for x, spec in zip(inputs, self._contract.inputs, strict=True)
@@ -132,17 +116,16 @@ class TorchEngine:
             )
         return tensor.to(device=self._device, dtype=self._dtype)
 
-    def close(self) -> None:
-        """Nothing to release per engine: the set owns the modules."""
-
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
     array: np.ndarray = tensor.detach().to("cpu", torch.float32).numpy()
     return array
 
 
-class TorchEngineSet:
+class TorchEngineSet(BaseEngineSet[TorchEngine]):
     """The torch engines of one checkpoint directory, render size and device."""
+
+    BACKEND = BACKEND
 
     def __init__(
         self,
@@ -152,74 +135,36 @@ class TorchEngineSet:
         device: str = "auto",
         dtype: str = "float32",
     ) -> None:
-        wanted = list(dict.fromkeys(networks))
-        unknown = [name for name in wanted if name not in NETWORKS]
-        if unknown:
-            raise ValueError(f"unknown networks {unknown}; torch serves {', '.join(NETWORKS)}")
+        super().__init__(networks, size)
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
         self._device = resolve_device(device)
         self._dtype = _DTYPES[dtype]
         self._checkpoints = checkpoints
-        self._size = size
-        self._networks = tuple(wanted)
-        self._base = tuple(dict.fromkeys(base_network(name) for name in wanted))
+        bases = tuple(dict.fromkeys(base_network(name) for name in self.networks))
         # Validates the directory, the whole safetensors header and the mapping files now; the
         # mapping states (small) are kept, the big networks are read on first use.
-        mapping = [name for name in self._base if name in MAPPING_FILES]
-        weights = load_weights(checkpoints, size, mapping)
+        weights = load_weights(checkpoints, size, [name for name in bases if name in MAPPING_FILES])
         self._files = weights.files
         self._mapping_states = dict(weights.state_dicts)
-        self._modules: dict[str, nn.Module] = {}
-        self._engines: dict[str, TorchEngine] = {}
-        self._lock = threading.Lock()
-        self._closed = False
-
-    @property
-    def backend(self) -> str:
-        return BACKEND
+        self._modules: dict[str, nn.Module] = {}  # checkpoint network -> module (views share)
 
     @property
     def device(self) -> str:
         return str(self._device)
 
     @property
-    def size(self) -> int:
-        return self._size
-
-    @property
-    def networks(self) -> tuple[str, ...]:
-        return self._networks
-
-    @property
     def directory(self) -> Path:
         return self._files.directory
 
-    def engine(self, network: str) -> TorchEngine:
-        if network not in self._networks:
-            raise EngineUnavailable(
-                f"torch: network {network} was not opened (opened: {', '.join(self._networks)})"
-            )
-        with self._lock:
-            if self._closed:
-                raise EngineUnavailable("torch: the engine set is closed")
-            engine = self._engines.get(network)
-            if engine is None:
-                engine = self._build_engine(network)
-                self._engines[network] = engine
-            return engine
-
-    def _build_engine(self, network: str) -> TorchEngine:
+    def _open(self, network: str) -> TorchEngine:
         base = base_network(network)
         module = self._modules.get(base)
         if module is None:
             module = self._load(base)
             self._modules[base] = module
         if network != base:
-            from msadtalker.models.generator import FrameRenderer, SourceEncoder
-
-            view = SourceEncoder if network == "generator_source_encoder" else FrameRenderer
-            module = view(module).eval()  # type: ignore[arg-type]
+            module = build_view(network, module)
         return TorchEngine(
             network, module, contract_for(network, self._size), self._device, self._dtype
         )
@@ -236,12 +181,9 @@ class TorchEngineSet:
         log.info("torch: %s ready on %s", base, self._device)
         return module
 
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self._engines.clear()
-            self._modules.clear()
-            self._mapping_states.clear()
+    def _release(self) -> None:
+        self._modules.clear()
+        self._mapping_states.clear()
 
 
 def open_torch_engines(

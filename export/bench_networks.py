@@ -1,16 +1,16 @@
-"""CPU latency of the SadTalker networks (torch, float32, eval, no grad), next to cost.md.
+"""CPU latency of the SadTalker networks (torch, float32, eval, no grad), next to the official
+modules' figures.
 
 ``benchmark_networks`` times each network on its export contract's example inputs, cut to the
-batch cost.md measured (ExpNet: a chunk of 10 frames, everything else batch 1), for each
-thread count: median and p95 of ``repeats`` runs after ``warmup`` runs. Weights come from a
-checkpoint directory when given, else the networks keep their random initialisation (latency
-does not depend on the values). ``format_timings`` prints a table; the lead wires this into
-``msadtalker bench``.
+batch of one call of the official code (ExpNet: a chunk of 10 frames, everything else batch 1),
+for each thread count: median and p95 of ``repeats`` runs after ``warmup`` runs. Weights come
+from a checkpoint directory when given, else the networks keep their random initialisation
+(latency does not depend on the values). ``format_timings`` prints a table;
+``msadtalker bench networks`` runs it and writes JSON.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -20,15 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from msadtalker.models.expnet import ExpNet
-from msadtalker.models.face_recon import FaceReconNet
-from msadtalker.models.mapping import MappingNet
-from msadtalker.weights import build_network, load_weights
+from msadtalker.weights import build_network, load_weights, new_network
 
-# cost.md §1: official modules, 2 threads on the 2-core workplace machine, ms per call.
-COST_MD_MS_2_THREADS = {
+# The official modules (OpenTalker/SadTalker), ms per call, measured on a 2-core AMD EPYC with
+# 2 torch threads (torch 2.13 CPU), median of 5 runs after warm-up; docs/neural.md.
+OFFICIAL_MS_2_THREADS = {
     "face_3drecon": 85.5,
     "audio2exp": 19.0,
     "mapping": 16.8,
@@ -36,9 +33,10 @@ COST_MD_MS_2_THREADS = {
     "kp_extractor": 280.0,
     "generator": 8569.0,
 }
-# Batch of one call in cost.md.
+# Batch of one official call where it is not 1: ExpNet runs chunks of 10 frames.
 BENCH_BATCH = {"audio2exp": 10}
-OUR_NETWORKS = ("face_3drecon", "audio2exp", "mapping", "mapping_full")
+# Seconds per call or less on a CPU; the renderer's networks take seconds (the generator ~9 s).
+LIGHT_NETWORKS = ("face_3drecon", "audio2exp", "mapping", "mapping_full")
 RENDER_NETWORKS = ("kp_extractor", "generator")
 
 
@@ -56,33 +54,9 @@ class NetworkTiming:
         return asdict(self)
 
 
-def _renderer(module: str, cls: str) -> Callable[[], nn.Module]:
-    def factory() -> nn.Module:
-        built: nn.Module = getattr(importlib.import_module(module), cls)()
-        return built
-
-    return factory
-
-
-_FACTORIES: dict[str, Callable[[], nn.Module]] = {
-    "face_3drecon": FaceReconNet,
-    "audio2exp": ExpNet,
-    "mapping": lambda: MappingNet(70),
-    "mapping_full": lambda: MappingNet(73),
-    "kp_extractor": _renderer("msadtalker.models.kp_detector", "KPDetector"),
-    "generator": _renderer("msadtalker.models.generator", "OcclusionAwareSPADEGenerator"),
-}
-_MODULES = {
-    "kp_extractor": "msadtalker.models.kp_detector",
-    "generator": "msadtalker.models.generator",
-}
-
-
 def available_networks(include_renderer: bool) -> list[str]:
-    names = list(OUR_NETWORKS)
-    if include_renderer:
-        names += [n for n in RENDER_NETWORKS if importlib.util.find_spec(_MODULES[n]) is not None]
-    return names
+    """The networks this benchmark times (the renderer's are the slow ones)."""
+    return [*LIGHT_NETWORKS, *(RENDER_NETWORKS if include_renderer else ())]
 
 
 def _time_ms(call: Callable[[], object], warmup: int, repeats: int) -> list[float]:
@@ -110,7 +84,7 @@ def benchmark_networks(
     timings = []
     try:
         for name in networks:
-            module = build_network(name, weights) if weights else _FACTORIES[name]().eval()
+            module = build_network(name, weights) if weights else new_network(name)
             contract = module.export_contract()  # type: ignore[operator]
             batch = BENCH_BATCH.get(name, 1)
             inputs = tuple(x[:batch] for x in contract.example_inputs())
@@ -126,7 +100,7 @@ def benchmark_networks(
                         median_ms=float(np.median(samples)),
                         p95_ms=float(np.percentile(samples, 95)),
                         runs=repeats,
-                        reference_ms_2_threads=COST_MD_MS_2_THREADS.get(name),
+                        reference_ms_2_threads=OFFICIAL_MS_2_THREADS.get(name),
                     )
                 )
             del module
@@ -136,7 +110,7 @@ def benchmark_networks(
 
 
 def format_timings(timings: Sequence[NetworkTiming]) -> str:
-    rows = [("network", "input", "threads", "median ms", "p95 ms", "cost.md ms (2 thr)")]
+    rows = [("network", "input", "threads", "median ms", "p95 ms", "official ms (2 thr)")]
     for t in timings:
         shapes = " ".join("x".join(str(n) for n in shape) for shape in t.input_shapes)
         reference = "-" if t.reference_ms_2_threads is None else f"{t.reference_ms_2_threads:g}"

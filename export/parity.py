@@ -1,21 +1,22 @@
 """Parity of our networks with the official SadTalker golden data (``golden_seed*.npz``).
 
 Each check feeds the golden inputs to one piece of our implementation and compares with the
-golden outputs (tolerances from golden/README §4). Everything is derived from the file (frame
-counts, batch layout, mapping widths, e2e frame ranges), so any golden of this format works.
+golden outputs (tolerances: the official golden data's recommendations, tests/data/README.md).
+Everything is derived from the file (frame counts, batch layout, mapping widths, e2e frame
+ranges), so any golden of this format works, official or compact (``export.golden``).
 
 Networks run through an ``engines`` EngineSet (``make_engine`` opens one with
 ``engines.registry.open_engines``; any backend that implements the interface can be checked)
 wrapped in a ``ParityEngine``: ``engine.network(name)`` returns a callable taking numpy inputs in
 the network's ``ExportContract`` input order and returning its outputs by contract output name,
 or ``None`` when the set cannot serve that network (then its checks are reported as skipped).
-Pure functions (alignment, keypoint transformation, the mel) are called directly.
+Pure functions (alignment, keypoint transformation, the mel) are called directly. A skipped
+check proves nothing: ``all_ok`` is true only when every check ran and passed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -29,6 +30,8 @@ import torch
 
 from engines.base import EngineSet, EngineUnavailable
 from engines.registry import open_engines
+from export.tolerance import Tolerance
+from msadtalker.catalog import mapping_network
 from msadtalker.errors import ConfigError, InputError
 from msadtalker.models.face_recon import (
     align_face,
@@ -53,16 +56,6 @@ MAPPING_OUTPUTS = ("yaw", "pitch", "roll", "t", "exp")
 
 
 @dataclass(frozen=True)
-class Tolerance:
-    """max |diff| bound, optional mean |diff| bound and fraction of values off by > off."""
-
-    max_abs: float
-    mean_abs: float | None = None
-    frac_off: float | None = None
-    off: float = 1e-3
-
-
-@dataclass(frozen=True)
 class ParityResult:
     """One check. ``ok`` is None when skipped (``note`` says why)."""
 
@@ -77,7 +70,7 @@ class ParityResult:
     def to_json(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "max_abs_diff": self.max_abs_diff,
-            "tolerance": self.tolerance.max_abs,
+            "tolerance": self.tolerance.atol,
             "ok": self.ok,
         }
         if self.tolerance.mean_abs is not None:
@@ -107,15 +100,12 @@ def compare(name: str, actual: np.ndarray, expected: np.ndarray, tol: Tolerance)
     max_abs = float(diff.max()) if diff.size else 0.0
     mean_abs = float(diff.mean()) if diff.size else 0.0
     frac_off = float((diff > tol.off).mean()) if diff.size else 0.0
-    ok = max_abs <= tol.max_abs
-    if tol.mean_abs is not None:
-        ok = ok and mean_abs <= tol.mean_abs
-    if tol.frac_off is not None:
-        ok = ok and frac_off < tol.frac_off
+    ok = tol.allows(max_abs, mean_abs, frac_off)
     return ParityResult(name, tol, max_abs, mean_abs, frac_off, ok)
 
 
 def skipped(name: str, tol: Tolerance, reason: str) -> ParityResult:
+    """A check that could not run (``ok`` None): not a pass, see ``all_ok``."""
     return ParityResult(name, tol, ok=None, note=reason)
 
 
@@ -166,15 +156,6 @@ def make_engine(
 # --- golden file --------------------------------------------------------------------------------
 
 
-def load_golden(path: str | Path) -> dict[str, np.ndarray]:
-    """All arrays of a golden ``.npz`` (no pickles)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"--golden {path}: not a readable golden .npz ({exc})") from None
-
-
 def _need(golden: Arrays, *keys: str) -> None:
     missing = [key for key in keys if key not in golden]
     if missing:
@@ -195,10 +176,6 @@ def mapping_variants(golden: Arrays) -> list[tuple[str, int]]:
         if match:
             variants.append((match.group(1), int(golden[key].shape[1])))
     return variants
-
-
-def mapping_network(coeff_nc: int) -> str:
-    return {70: "mapping", 73: "mapping_full"}[coeff_nc]
 
 
 # --- checks -------------------------------------------------------------------------------------
@@ -268,15 +245,8 @@ def check_face_recon(golden: Arrays, engine: ParityEngine) -> list[ParityResult]
 
 def check_mel(golden: Arrays) -> list[ParityResult]:
     _need(golden, "input_wav_loaded", "audio_mel_f64")
-    try:
-        audio = importlib.import_module("msadtalker.audio")
-    except ModuleNotFoundError as exc:
-        if exc.name != "msadtalker.audio":
-            raise
-        return [skipped("mel", TOL_MEL, "msadtalker.audio not present in this checkout")]
-    log_mel = getattr(audio, "log_mel", None)
-    if log_mel is None:
-        return [skipped("mel", TOL_MEL, "msadtalker.audio.log_mel not present")]
+    from msadtalker.audio import log_mel  # the audio package imports PyAV: only when checked
+
     mel = np.asarray(log_mel(golden["input_wav_loaded"]))
     return [compare("mel", mel, golden["audio_mel_f64"], TOL_MEL)]
 
@@ -537,10 +507,10 @@ def format_table(results: Sequence[ParityResult]) -> str:
     """Plain-text table: check, max |diff|, tolerance, mean |diff|, status."""
     rows = [("check", "max |diff|", "tolerance", "mean |diff|", "status")]
     for result in results:
-        status = {True: "ok", False: "FAIL", None: "skip"}[result.ok]
+        status = {True: "ok", False: "FAIL", None: "SKIPPED"}[result.ok]
         if result.note:
             status += f" ({result.note})"
-        tol = f"{result.tolerance.max_abs:.0e}"
+        tol = f"{result.tolerance.atol:.0e}"
         if result.tolerance.mean_abs is not None:
             tol += f", mean {result.tolerance.mean_abs:.0e}"
         if result.tolerance.frac_off is not None:
@@ -572,5 +542,5 @@ def results_json(results: Sequence[ParityResult]) -> dict[str, Any]:
 
 
 def all_ok(results: Sequence[ParityResult]) -> bool:
-    """No failed check (skipped checks do not fail)."""
-    return all(result.ok is not False for result in results)
+    """Every check ran and passed: a skipped check (``ok`` None) or no check at all is not OK."""
+    return bool(results) and all(result.ok is True for result in results)

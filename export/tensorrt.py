@@ -33,7 +33,8 @@ from engines.tensorrt_engine import (
     import_tensorrt,
 )
 from export.manifest import record, with_plan
-from export.onnx import TOLERANCES, Tolerance, compare_outputs, onnxruntime_runner
+from export.onnx import TOLERANCES, compare_outputs, onnxruntime_runner
+from export.tolerance import Tolerance
 
 log = logging.getLogger(__name__)
 

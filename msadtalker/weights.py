@@ -1,4 +1,8 @@
-"""Strict loading of the official SadTalker checkpoints (FACTS §1.1).
+"""Strict loading of the official SadTalker checkpoints.
+
+File names and the networks in each come from ``msadtalker.catalog``; how the official code
+reads them: OpenTalker/SadTalker ``src/utils/safetensor_helper.py`` (safetensors),
+``src/facerender/animate.py`` (mapping files).
 
 Files in the checkpoint directory (``--checkpoints DIR`` or ``$MSADTALKER_CHECKPOINTS``):
 
@@ -11,10 +15,13 @@ Files in the checkpoint directory (``--checkpoints DIR`` or ``$MSADTALKER_CHECKP
   extfull): ``torch.load(weights_only=True)["mapping"]``. Pickles that need code are refused.
 
 Every key of every file is checked against the official layout (the packaged
-``assets/sadtalker_layout.json``, generated from the reference ``state_dicts.json``): a wrong,
+``assets/sadtalker_layout.json``: key, shape and dtype of every tensor of the release): a wrong,
 truncated, mismatched or partial file raises ``CheckpointError`` with one line naming the file
-and the first offending key. ``audio2pose`` (PoseVAE, replaced by our cosine pose) is checked
-like the rest and then deliberately not loaded. HEEstimator is not in these files.
+and the first offending key. The check is per network: a safetensors file may hold only some of
+the five networks (the tests' small checkpoints do), each of them complete; asking for one it
+does not hold is a ``CheckpointError`` naming the file and the network. ``audio2pose``
+(PoseVAE, replaced by our cosine pose) is checked like the rest and then deliberately not
+loaded. HEEstimator is not in these files.
 
 Decisions:
 * Legacy ``--old_version`` files (``facevid2vid_00189-model.pth.tar`` ...) next to the
@@ -51,47 +58,32 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
+from msadtalker.catalog import (
+    CHECKPOINTS_ENV,
+    COEFF_NC,
+    LEGACY_FILES,
+    LOADABLE_NETWORKS,
+    MAPPING_FILES,
+    MAPPING_FOR_MODE,
+    MAPPING_STATE_KEY,
+    RENDER_SIZES,
+    SAFETENSORS_NETWORKS,
+    SKIPPED_NETWORKS,
+    VIEWS,
+    mapping_network,
+    safetensors_file,
+)
 from msadtalker.errors import CheckpointError
-from msadtalker.models.config import RENDER_CONFIGS
 from msadtalker.models.expnet import ExpNet
 from msadtalker.models.face_recon import FaceReconNet
 from msadtalker.models.mapping import MappingNet
 
 log = logging.getLogger(__name__)
 
-ENV_VAR = "MSADTALKER_CHECKPOINTS"
-SIZES = tuple(RENDER_CONFIGS)
-SAFETENSORS_NETWORKS = ("kp_extractor", "generator", "audio2exp", "audio2pose", "face_3drecon")
-MAPPING_FILES = {
-    "mapping": "mapping_00229-model.pth.tar",
-    "mapping_full": "mapping_00109-model.pth.tar",
-}
-MAPPING_FOR_PREPROCESS = {
-    "crop": "mapping",
-    "extcrop": "mapping",
-    "resize": "mapping",
-    "full": "mapping_full",
-    "extfull": "mapping_full",
-}
-# Stored in the release but not used by MSadTalker: checked, then not loaded.
-SKIPPED_NETWORKS = MappingProxyType(
-    {"audio2pose": "PoseVAE, replaced by the cosine head-pose generator"}
-)
-LOADABLE_NETWORKS = (
-    "kp_extractor",
-    "generator",
-    "audio2exp",
-    "face_3drecon",
-    "mapping",
-    "mapping_full",
-)
-DEFAULT_NETWORKS = ("kp_extractor", "generator", "audio2exp", "face_3drecon", "mapping")
-LEGACY_FILES = (
-    "facevid2vid_00189-model.pth.tar",
-    "auido2exp_00300-model.pth",
-    "auido2pose_00140-model.pth",
-    "epoch_20.pth",
-)
+ENV_VAR = CHECKPOINTS_ENV
+SIZES = RENDER_SIZES
+# What ``load_weights`` reads unless told: everything the crop render mode uses.
+DEFAULT_NETWORKS = tuple(name for name in LOADABLE_NETWORKS if name != "mapping_full")
 _SN_SUFFIXES = ("weight_orig", "weight_u", "weight_v")
 _SAFETENSORS_DTYPES = {
     "F64": ("float64", 8),
@@ -109,10 +101,6 @@ _MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 Shape = tuple[int, ...]
 TensorLayout = Mapping[str, tuple[Shape, str]]  # key -> (shape, dtype name)
-
-
-def safetensors_name(size: int) -> str:
-    return RENDER_CONFIGS[size].safetensors_file
 
 
 # --- official layout ----------------------------------------------------------------------------
@@ -185,17 +173,19 @@ def checkpoint_dir(value: str | Path | None) -> Path:
     if not path.is_dir():
         raise CheckpointError(
             f"checkpoint path {path} is not a directory (give the folder holding "
-            f"{safetensors_name(256)} and the mapping files)"
+            f"{safetensors_file(256)} and the mapping files)"
         )
     return path
 
 
 def expected_files(size: int, mapping_networks: Iterable[str]) -> list[str]:
-    return [safetensors_name(size), *(MAPPING_FILES[name] for name in mapping_networks)]
+    return [safetensors_file(size), *(MAPPING_FILES[name] for name in mapping_networks)]
 
 
 def locate_checkpoints(
-    directory: str | Path | None, size: int = 256, mapping_networks: Iterable[str] = ("mapping",)
+    directory: str | Path | None,
+    size: int = 256,
+    mapping_networks: Iterable[str] = (MAPPING_FOR_MODE["crop"],),
 ) -> CheckpointFiles:
     """Find the files for ``size`` and the mapping networks, or explain what is wrong."""
     if size not in SIZES:
@@ -210,14 +200,14 @@ def locate_checkpoints(
     if not present:
         raise CheckpointError(f"checkpoint directory {root} is empty; expected {', '.join(wanted)}")
 
-    safetensors = root / safetensors_name(size)
+    safetensors = root / safetensors_file(size)
     legacy = [root / name for name in LEGACY_FILES if (root / name).exists()]
     if not safetensors.is_file():
         other_size = next(s for s in SIZES if s != size)
-        if (root / safetensors_name(other_size)).is_file():
+        if (root / safetensors_file(other_size)).is_file():
             raise CheckpointError(
-                f"{root} has {safetensors_name(other_size)} but render size {size} needs "
-                f"{safetensors_name(size)} (the {other_size} file only serves size {other_size})"
+                f"{root} has {safetensors_file(other_size)} but render size {size} needs "
+                f"{safetensors_file(size)} (the {other_size} file only serves size {other_size})"
             )
         if legacy:
             raise CheckpointError(
@@ -337,14 +327,17 @@ def _owner(key: str) -> str | None:
 
 
 def validate_safetensors(path: Path) -> dict[str, tuple[Shape, str]]:
-    """Check every key of the safetensors file against the official layout; return the header."""
+    """Check every key of the safetensors file against the official layout, network by network
+    (every network with a key in the file must be complete); return the header."""
     found = read_safetensors_header(path)
-    if not any(_owner(key) for key in found):
+    present = {_owner(key) for key in found} - {None}
+    if not present:
         raise CheckpointError(
             f"{path}: not a SadTalker checkpoint (no key contains any of "
             f"{', '.join(SAFETENSORS_NETWORKS)})"
         )
-    validate_layout(path, found, safetensors_layout())
+    expected = {key: spec for key, spec in safetensors_layout().items() if _owner(key) in present}
+    validate_layout(path, found, expected)
     return found
 
 
@@ -445,10 +438,13 @@ def load_mapping_state(path: Path, expected: TensorLayout) -> dict[str, torch.Te
     except (RuntimeError, EOFError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: truncated or corrupt torch checkpoint ({first})") from None
-    if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get("mapping"), Mapping):
+    state_dict = checkpoint.get(MAPPING_STATE_KEY) if isinstance(checkpoint, Mapping) else None
+    if not isinstance(state_dict, Mapping):
         keys = list(checkpoint) if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
-        raise CheckpointError(f"{path}: no 'mapping' state dict in the checkpoint (found {keys})")
-    state = dict(checkpoint["mapping"])
+        raise CheckpointError(
+            f"{path}: no {MAPPING_STATE_KEY!r} state dict in the checkpoint (found {keys})"
+        )
+    state = dict(state_dict)
     bad = next((key for key, value in state.items() if not isinstance(value, torch.Tensor)), None)
     if bad is not None:
         raise CheckpointError(f"{path}: mapping entry {bad} is not a tensor")
@@ -506,6 +502,13 @@ def load_weights(
             state_dicts[name] = MappingProxyType(mapping_states[name])
         else:
             keys = [key for key in header if _owner(key) == name]
+            if not keys:
+                held = [
+                    net for net in SAFETENSORS_NETWORKS if any(_owner(k) == net for k in header)
+                ]
+                raise CheckpointError(
+                    f"{files.safetensors}: holds no {name} tensors (it holds {', '.join(held)})"
+                )
             state_dicts[name] = MappingProxyType(
                 _read_safetensors_network(files.safetensors, name, keys)
             )
@@ -534,12 +537,19 @@ _FACTORIES: Mapping[str, tuple[Callable[[], nn.Module], bool]] = MappingProxyTyp
     {
         "audio2exp": (ExpNet, True),
         "face_3drecon": (FaceReconNet, True),
-        "mapping": (lambda: MappingNet(70), True),
-        "mapping_full": (lambda: MappingNet(73), True),
+        "mapping": (lambda: MappingNet(COEFF_NC["mapping"]), True),
+        "mapping_full": (lambda: MappingNet(COEFF_NC["mapping_full"]), True),
         "kp_extractor": (_kp_detector, False),
         "generator": (_generator, False),
     }
 )
+
+
+def new_network(network: str) -> nn.Module:
+    """``network`` with random initial values, in eval mode (for benchmarks: the cost of a
+    network does not depend on its values)."""
+    factory, _ = _FACTORIES[network]
+    return factory().eval()
 
 
 def build_network(network: str, weights: SadTalkerWeights) -> nn.Module:
@@ -558,6 +568,26 @@ def build_network(network: str, weights: SadTalkerWeights) -> nn.Module:
     return module
 
 
+def build_view(network: str, generator: nn.Module) -> nn.Module:
+    """The generator view ``network`` (``catalog.VIEWS``) over a built generator; it shares the
+    generator's weights (no copy)."""
+    from msadtalker.models.generator import (
+        FrameRenderer,
+        OcclusionAwareSPADEGenerator,
+        SourceEncoder,
+    )
+
+    views: Mapping[str, Callable[[OcclusionAwareSPADEGenerator], nn.Module]] = {
+        "generator_source_encoder": SourceEncoder,
+        "generator_render": FrameRenderer,
+    }
+    if network not in views:
+        raise ValueError(f"{network!r} is not a generator view (views: {', '.join(VIEWS)})")
+    if not isinstance(generator, OcclusionAwareSPADEGenerator):
+        raise TypeError(f"{network} needs the generator, got {type(generator).__name__}")
+    return views[network](generator).eval()
+
+
 def build_expnet(weights: SadTalkerWeights) -> ExpNet:
     module = build_network("audio2exp", weights)
     assert isinstance(module, ExpNet)
@@ -571,7 +601,7 @@ def build_face_recon(weights: SadTalkerWeights) -> FaceReconNet:
 
 
 def build_mapping(weights: SadTalkerWeights, coeff_nc: int = 70) -> MappingNet:
-    module = build_network("mapping" if coeff_nc == 70 else "mapping_full", weights)
+    module = build_network(mapping_network(coeff_nc), weights)
     assert isinstance(module, MappingNet)
     return module
 

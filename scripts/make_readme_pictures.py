@@ -2,7 +2,7 @@
 
 Run from the repository root: ``.venv/bin/python scripts/make_readme_pictures.py``.
 
-Both come from ONE run of the pipeline ``msadtalker render`` uses (``streamer.build.
+Both come from ONE run of the pipeline ``msadtalker render`` uses (``streamer.assembly.
 stage_factory``: features -> lips -> silence -> motion -> mesh render) on the bundled English
 sample speech with the bundled avatar at 512 px, seed 0:
 
@@ -29,7 +29,7 @@ from PIL import Image
 
 from msadtalker.avatar import default_avatar_path
 from msadtalker.mesh.contact_sheet import contact_sheet
-from streamer.build import stage_factory
+from streamer.assembly import stage_factory
 from streamer.config import load_config
 from streamer.io.audio_source import AudioFileSource
 from streamer.io.plot import WaveformEnvelope, plot_trace

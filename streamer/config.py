@@ -27,8 +27,9 @@ from msadtalker.silence import SilenceConfig
 class PipelineConfig:
     """How far the streaming pipeline may look ahead, and the seed of everything random."""
 
-    # Lookahead granted to stages that can use it (silence window, neural mapping window).
-    # 80 ms = 2 frames reproduces the paper's centred W = 5 window exactly.
+    # Lookahead granted to stages that can use it (silence window, neural mapping window),
+    # offline (render, motion, the offline benches). 80 ms = 2 frames reproduces the paper's
+    # centred W = 5 window exactly. Live sessions never read it: ``server.lookahead_ms``.
     lookahead_ms: int = 80
     seed: int = 0
 
@@ -56,9 +57,10 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    # Lookahead of live sessions (``pipeline.lookahead_ms`` is the offline one). 0 makes the
-    # silence window fully causal: mouth-visible latency p95 ~140 ms on the mesh path instead
-    # of ~220 ms with the paper's centred window (80 ms), see docs/live.md.
+    # Lookahead of live sessions (serve, kiosk, the live benches), passed to the stage
+    # builder explicitly; ``pipeline.lookahead_ms`` is the offline one and does not apply.
+    # 0 makes the silence window fully causal: mouth-visible latency p95 ~140 ms on the mesh
+    # path instead of ~220 ms with the paper's centred window (80 ms), see docs/live.md.
     lookahead_ms: int = 0
     max_sessions: int = 16
     max_viewers_per_room: int = 64
@@ -115,12 +117,6 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
 
 
-def live_config(config: Config) -> Config:
-    """The config a live session runs: the pipeline's lookahead is the server's."""
-    pipeline = dataclasses.replace(config.pipeline, lookahead_ms=config.server.lookahead_ms)
-    return dataclasses.replace(config, pipeline=pipeline)
-
-
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Defaults, then the TOML file (if any), then dotted-key overrides (``{"pose.seed": 3}``)."""
     config = Config()
@@ -138,6 +134,17 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         config = _set(config, key.split("."), value, prefix="")
     _validate(config)
     return config
+
+
+def file_sets(path: str | Path, key: str) -> bool:
+    """Whether the TOML config file at ``path`` (one ``load_config`` has read) sets the dotted
+    ``key``; for notices about keys that do not apply to a command."""
+    node: Any = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def _validate(config: Config) -> None:

@@ -1,6 +1,6 @@
 """In-test stand-ins for the heavy stages, and speech-like test audio.
 
-``fake_stages`` mirrors ``streamer.build.build_motion_stages`` + a renderer with the same
+``fake_stages`` mirrors ``streamer.assembly.build_motion_stages`` + a renderer with the same
 contracts, but with a feature stage, a lip source and a renderer that cost microseconds:
 the lip source opens the mouth with the frame's RMS level, the renderer draws a face whose
 mouth height follows ``mouth_open``. The silence and motion stages are the real ones.
@@ -13,8 +13,8 @@ import dataclasses
 import functools
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from streamer.stages.motion import MotionStage
 from streamer.stages.silence import SilenceStage
 from streamer.types import AudioChunk, FeatureFrame, LipFrame, MotionFrame, VideoFrame
 
+T = TypeVar("T")
 FAKE_SIZE = 96
 # Mouth box of the fake face (rows, cols) where the mouth is drawn.
 MOUTH_BOX = (slice(56, 84), slice(30, 66))
@@ -216,8 +217,11 @@ def fake_stages(config: Config | None = None, render: bool = True) -> list[Any]:
 
 def stages_under_test(config: Config) -> Callable[[], list[Any]]:
     """The stages the end-to-end (server, browser, kiosk) tests run: the real pipeline, as
-    ``msadtalker serve`` builds it (motion stages + the mesh renderer, bundled avatar). The
-    tests read the mouth through ``MouthProbe``, so they hold for any renderer."""
+    ``msadtalker serve`` builds it (motion stages + the mesh renderer, bundled avatar), but
+    with the config's offline lookahead (``pipeline.lookahead_ms``, 80 unless a test sets it;
+    ``serve`` passes ``server.lookahead_ms``): the tests' frame expectations were set with the
+    paper's centred window. They read the mouth through ``MouthProbe``, so they hold for any
+    renderer."""
     # The server section (ports, record dirs, timeouts) has no say in the stages.
     factory = _prepared_factory(dataclasses.replace(config, server=ServerConfig()))
     return lambda: list(factory())
@@ -226,7 +230,7 @@ def stages_under_test(config: Config) -> Callable[[], list[Any]]:
 @functools.cache
 def _prepared_factory(config: Config) -> Callable[[], Any]:
     """The avatar is prepared once per test process and config, as a server does at start."""
-    from streamer.build import stage_factory
+    from streamer.assembly import stage_factory
 
     return stage_factory(config)
 
@@ -242,6 +246,62 @@ def mouth_darkness(image: np.ndarray) -> float:
     box = image[MOUTH_BOX[0], MOUTH_BOX[1]].astype(np.float32)
     dark = (box[..., 0] < 140) & (box[..., 1] < 90)
     return float(dark.mean())
+
+
+class FrameWatch:
+    """A ``LoopbackClient``'s ``on_video``: counts the frames the client decodes (each
+    measured by ``measure``, whose result the client keeps) so that a test waits for the
+    n-th frame rather than for a stretch of wall time."""
+
+    def __init__(self, measure: Callable[[np.ndarray], Any] | None = None) -> None:
+        self.count = 0
+        self._measure = measure
+        self._frame = asyncio.Event()
+
+    def __call__(self, rgb: np.ndarray) -> Any:
+        self.count += 1
+        self._frame.set()
+        return self._measure(rgb) if self._measure is not None else None
+
+    async def wait_for(self, count: int, timeout_s: float = 20.0) -> None:
+        """Until ``count`` frames have arrived in all; an ``AssertionError`` after
+        ``timeout_s`` (a liveness bound, not a speed test)."""
+
+        async def reach() -> None:
+            while self.count < count:
+                self._frame.clear()
+                await self._frame.wait()
+
+        await within(reach(), timeout_s, f"{count} video frames (got {self.count})")
+
+
+def frames(client: Any) -> FrameWatch:
+    """The ``FrameWatch`` a client was made with (as its ``on_video``)."""
+    watch = client.on_video
+    assert isinstance(watch, FrameWatch), "the client was made without a FrameWatch"
+    return watch
+
+
+async def within(awaitable: Awaitable[T], timeout_s: float, what: str) -> T:
+    """``awaitable``'s result, or an ``AssertionError`` naming ``what`` after ``timeout_s``."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout_s)
+    except TimeoutError:
+        raise AssertionError(f"no {what} within {timeout_s:g} s") from None
+
+
+async def eventually(
+    condition: Callable[[], bool], what: str, timeout_s: float = 10.0, poll_s: float = 0.02
+) -> None:
+    """Until ``condition()`` holds, checked every ``poll_s``: for state that has no event to
+    wait on (a dict emptied by another task, a thread pool shut down, a process gone, a log
+    line); an ``AssertionError`` naming ``what`` after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s:g} s")
+        await asyncio.sleep(poll_s)
 
 
 def speech_like(
@@ -327,7 +387,7 @@ def _serve_fake() -> None:
     free loopback port; prints the URL (used by the SIGTERM test)."""
     import sys
 
-    from streamer.commands.serve import run_async, serve
+    from streamer.server.run import run_async, serve
 
     record_dir = sys.argv[1] if len(sys.argv) > 1 else ""
     config = Config(server=ServerConfig(port=0, jitter_ms=20, record_dir=record_dir))

@@ -16,12 +16,12 @@ from speech import (
     espeak,
     frame_rms,
     have_espeak,
-    pink_noise,
     speech_with_gaps,
 )
 
 from msadtalker.articulator import ArticulatorConfig, AudioArticulator
 from msadtalker.timing import SAMPLE_RATE, SAMPLES_PER_FRAME
+from streamer.bench.speech import pink_noise
 from streamer.stages.features import FeatureStage
 from streamer.stages.lips import ArticulatorStage
 from streamer.types import AudioChunk, FeatureFrame, LipFrame
@@ -74,7 +74,9 @@ def noisy(clip: SpeechClip, snr_db: float | None) -> np.ndarray:
 @needs_espeak
 @pytest.mark.parametrize("snr_db", [None, 10.0], ids=["clean", "pink10dB"])
 @pytest.mark.parametrize("language", ["en", "cmn"])
-def test_closed_in_gaps_open_in_speech(clips, language, snr_db):
+def test_closed_in_gaps_open_in_speech(
+    clips: dict[str, SpeechClip], language: str, snr_db: float | None
+) -> None:
     clip = clips[language]
     opening = mouth(articulate(noisy(clip, snr_db)))
     assert len(opening) == clip.frames
@@ -90,7 +92,9 @@ def test_closed_in_gaps_open_in_speech(clips, language, snr_db):
 @needs_espeak
 @pytest.mark.parametrize("snr_db", [None, 10.0], ids=["clean", "pink10dB"])
 @pytest.mark.parametrize("language", ["en", "cmn"])
-def test_follows_the_speech_envelope(clips, language, snr_db):
+def test_follows_the_speech_envelope(
+    clips: dict[str, SpeechClip], language: str, snr_db: float | None
+) -> None:
     clip = clips[language]
     opening = mouth(articulate(noisy(clip, snr_db)))
     envelope = frame_rms(clip.audio)  # of the clean speech: what the mouth should follow
@@ -98,7 +102,7 @@ def test_follows_the_speech_envelope(clips, language, snr_db):
 
 
 @needs_espeak
-def test_silence_is_exactly_still(clips):
+def test_silence_is_exactly_still(clips: dict[str, SpeechClip]) -> None:
     frames = articulate(clips["en"].audio)
     gaps = clips["en"].gap_frames(settle_s=0.3, margin_s=0.04)
     lips = np.array([(f.upper_lip, f.lower_lip, f.mouth_open, f.mouth_wide) for f in frames])
@@ -106,7 +110,7 @@ def test_silence_is_exactly_still(clips):
 
 
 @needs_espeak
-def test_level_invariance():
+def test_level_invariance() -> None:
     quiet = speech_with_gaps(ENGLISH, "en", level_dbfs=-30.0)
     loud = speech_with_gaps(ENGLISH, "en", level_dbfs=0.0)
     a, b = mouth(articulate(quiet.audio)), mouth(articulate(loud.audio))
@@ -116,7 +120,7 @@ def test_level_invariance():
 
 
 @needs_espeak
-def test_long_noisy_silence_is_not_amplified_into_speech():
+def test_long_noisy_silence_is_not_amplified_into_speech() -> None:
     clip = speech_with_gaps(ENGLISH[:2], "en", tail_s=20.0)
     opening = mouth(articulate(add_pink_noise(clip.audio, 10.0, seed=3, clip=clip)))
     tail = round((clip.gaps[-1][0] + 0.3) * 25)
@@ -124,13 +128,13 @@ def test_long_noisy_silence_is_not_amplified_into_speech():
 
 
 @pytest.mark.parametrize("level_dbfs", [-60.0, -40.0, -20.0])
-def test_noise_alone_never_opens_the_mouth(level_dbfs):
+def test_noise_alone_never_opens_the_mouth(level_dbfs: float) -> None:
     noise = (pink_noise(SAMPLE_RATE * 12, seed=5) * 10 ** (level_dbfs / 20)).astype(np.float32)
     assert mouth(articulate(noise)).max() < 0.05
 
 
 @needs_espeak
-def test_vowels_open_more_than_fricatives_and_nasals():
+def test_vowels_open_more_than_fricatives_and_nasals() -> None:
     gap = np.zeros(4800, np.float32)
     parts, spans, position = [np.zeros(8000, np.float32)], {}, 8000
     for phoneme in ["A:", "s", "S", "f", "m", "n", "O:"]:
@@ -148,7 +152,7 @@ def test_vowels_open_more_than_fricatives_and_nasals():
 
 @needs_espeak
 @pytest.mark.parametrize("text", ["[[mA:mA:mA:mA:]]", "[[pA:pA:pA:pA:]]"])
-def test_bilabials_close_the_mouth_between_vowels(text):
+def test_bilabials_close_the_mouth_between_vowels(text: str) -> None:
     audio = np.concatenate([np.zeros(8000, np.float32), espeak(text, "en")])
     opening = mouth(articulate(audio))
     voiced = np.flatnonzero(opening > 0.8)
@@ -163,7 +167,7 @@ def test_bilabials_close_the_mouth_between_vowels(text):
 
 
 @needs_espeak
-def test_spread_vowel_is_wider_than_open_vowel():
+def test_spread_vowel_is_wider_than_open_vowel() -> None:
     parts = [np.zeros(8000, np.float32)]
     spans, position = {}, 8000
     for phoneme in ["A:", "i:"]:
@@ -186,10 +190,11 @@ def steady_vowel(seconds: float) -> np.ndarray:
         r = np.exp(-np.pi * bandwidth / SAMPLE_RATE)
         theta = 2 * np.pi * freq / SAMPLE_RATE
         out = lfilter([1.0 - r], [1.0, -2 * r * np.cos(theta), r * r], out)
-    return (0.3 * out / np.abs(out).max()).astype(np.float32)
+    vowel: np.ndarray = (0.3 * out / np.abs(out).max()).astype(np.float32)
+    return vowel
 
 
-def test_steady_vowel_does_not_flicker_in_noise():
+def test_steady_vowel_does_not_flicker_in_noise() -> None:
     silence = np.zeros(SAMPLE_RATE, np.float32)
     vowel = steady_vowel(2.5)
     audio = np.concatenate([silence, vowel, silence])
@@ -205,7 +210,7 @@ def test_steady_vowel_does_not_flicker_in_noise():
 
 
 @needs_espeak
-def test_chunking_does_not_change_the_lips(clips):
+def test_chunking_does_not_change_the_lips(clips: dict[str, SpeechClip]) -> None:
     audio = clips["en"].audio[: SAMPLE_RATE * 6]
     runs = [articulate(audio, chunk) for chunk in (160, 592, SAMPLE_RATE)]
     rows = [
@@ -214,7 +219,7 @@ def test_chunking_does_not_change_the_lips(clips):
     assert rows[0] == rows[1] == rows[2]
 
 
-def test_deterministic_and_reset_closes_at_once():
+def test_deterministic_and_reset_closes_at_once() -> None:
     windows = np.random.default_rng(0).uniform(-4, 1, (60, 80, 16)).astype(np.float32)
     a, b = AudioArticulator(), AudioArticulator()
     assert [a.push(w) for w in windows] == [b.push(w) for w in windows]
@@ -228,7 +233,7 @@ def test_deterministic_and_reset_closes_at_once():
     assert [a.push(w) for w in windows[:10]] == [c.push(w) for w in windows[:10]]
 
 
-def test_outputs_stay_in_range():
+def test_outputs_stay_in_range() -> None:
     rng = np.random.default_rng(1)
     art = AudioArticulator()
     for _ in range(300):
@@ -239,7 +244,7 @@ def test_outputs_stay_in_range():
 
 
 @needs_espeak
-def test_nominal_range_is_the_lower_lips_typical_range(clips):
+def test_nominal_range_is_the_lower_lips_typical_range(clips: dict[str, SpeechClip]) -> None:
     for clip in clips.values():
         frames = articulate(clip.audio)
         lower = np.array([f.lower_lip for f in frames])[clip.speech_frames()]
@@ -248,7 +253,7 @@ def test_nominal_range_is_the_lower_lips_typical_range(clips):
         assert 0.5 * nominal < measured < 2.0 * nominal
 
 
-def test_stage_contract():
+def test_stage_contract() -> None:
     stage = ArticulatorStage()
     assert stage.delay_frames == 0 and stage.nominal_range > 0
     feature = FeatureFrame(
@@ -262,7 +267,7 @@ def test_stage_contract():
     stage.reset()
 
 
-def test_config_is_validated():
+def test_config_is_validated() -> None:
     with pytest.raises(ValueError):
         AudioArticulator(dataclasses.replace(ArticulatorConfig(), attack=0.0))
     with pytest.raises(ValueError):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import wave
+from collections.abc import Iterable
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 
 from msadtalker.audio import (
     MelStream,
@@ -29,7 +32,9 @@ from streamer.io.audio_source import AudioFileSource
 # ---------------------------------------------------------------------------- helpers
 
 
-def tone(seconds: float, rate: int = SAMPLE_RATE, channels: int = 1, amp: float = 0.3):
+def tone(
+    seconds: float, rate: int = SAMPLE_RATE, channels: int = 1, amp: float = 0.3
+) -> np.ndarray:
     t = np.arange(round(seconds * rate)) / rate
     mono = amp * np.sin(2 * np.pi * 440.0 * t) * (1 + 0.3 * np.sin(2 * np.pi * 3 * t)) / 1.3
     return np.stack([mono] * channels).astype(np.float32)
@@ -40,6 +45,7 @@ def encode(path: Path, planar: np.ndarray, rate: int, codec: str, fmt: str | Non
     layout = "stereo" if planar.shape[0] == 2 else "mono"
     with av.open(str(path), "w", format=fmt) as out:
         stream = out.add_stream(codec, rate=rate, layout=layout)
+        assert isinstance(stream, av.AudioStream)
         frame = av.AudioFrame.from_ndarray(
             np.ascontiguousarray(planar), format="fltp", layout=layout
         )
@@ -76,7 +82,9 @@ def speechlike(seconds: float, seed: int = 0) -> np.ndarray:
         ("a.flac", "flac", None, 22050),
     ],
 )
-def test_common_formats_decode_to_16k_mono(tmp_path, name, codec, fmt, rate):
+def test_common_formats_decode_to_16k_mono(
+    tmp_path: Path, name: str, codec: str, fmt: str | None, rate: int
+) -> None:
     path = encode(tmp_path / name, tone(1.5, rate, channels=2), rate, codec, fmt)
     audio = load_audio(path)
     info = scan_audio(path)
@@ -92,14 +100,14 @@ def test_common_formats_decode_to_16k_mono(tmp_path, name, codec, fmt, rate):
     assert best > 0.999
 
 
-def test_int16_wav_at_16k_is_exactly_x_over_32768(tmp_path):
+def test_int16_wav_at_16k_is_exactly_x_over_32768(tmp_path: Path) -> None:
     pcm = (np.random.default_rng(0).integers(-32768, 32767, 5000)).astype(np.int16)
     path = tmp_path / "pcm.wav"
     sf.write(path, pcm, SAMPLE_RATE, subtype="PCM_16")
     assert np.array_equal(load_audio(path), pcm.astype(np.float32) / 32768)
 
 
-def test_stereo_becomes_channel_mean(tmp_path):
+def test_stereo_becomes_channel_mean(tmp_path: Path) -> None:
     left = tone(0.5)[0]
     right = 0.5 * tone(0.5, amp=0.2)[0]
     path = tmp_path / "st.wav"
@@ -107,8 +115,7 @@ def test_stereo_becomes_channel_mean(tmp_path):
     np.testing.assert_allclose(load_audio(path), (left + right) / 2, atol=1e-7)
 
 
-def test_resampling_is_soxr_hq_with_librosa_length(tmp_path):
-    soxr = pytest.importorskip("soxr")
+def test_resampling_is_soxr_hq_with_librosa_length(tmp_path: Path) -> None:
     x = speechlike(1.3)
     rate = 44100
     src = soxr.resample(x, SAMPLE_RATE, rate, quality="HQ").astype(np.float32)
@@ -122,7 +129,7 @@ def test_resampling_is_soxr_hq_with_librosa_length(tmp_path):
     np.testing.assert_array_equal(got, expected)
 
 
-def test_iter_audio_file_streams_fixed_chunks(tmp_path):
+def test_iter_audio_file_streams_fixed_chunks(tmp_path: Path) -> None:
     path = tmp_path / "long.wav"
     sf.write(path, np.tile(speechlike(1.0), 20), 22050, subtype="PCM_16")  # 20 s at 22.05k
     info = scan_audio(path)
@@ -133,24 +140,24 @@ def test_iter_audio_file_streams_fixed_chunks(tmp_path):
     np.testing.assert_array_equal(np.concatenate(chunks), whole)
 
 
-def test_missing_file(tmp_path):
+def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(AudioInputError, match="nope.wav: file not found"):
         scan_audio(tmp_path / "nope.wav")
 
 
-def test_directory_is_not_audio(tmp_path):
+def test_directory_is_not_audio(tmp_path: Path) -> None:
     with pytest.raises(AudioInputError, match="not a regular file"):
         load_audio(tmp_path)
 
 
-def test_text_file_is_not_audio(tmp_path):
+def test_text_file_is_not_audio(tmp_path: Path) -> None:
     path = tmp_path / "notes.wav"
     path.write_text("these are not samples\n" * 10)
     with pytest.raises(AudioInputError, match=r"notes\.wav: not a readable audio file"):
         scan_audio(path)
 
 
-def test_image_has_no_audio_stream(tmp_path):
+def test_image_has_no_audio_stream(tmp_path: Path) -> None:
     path = tmp_path / "picture.png"
     with av.open(str(path), "w", format="image2") as out:
         stream = out.add_stream("png", rate=1)
@@ -164,7 +171,7 @@ def test_image_has_no_audio_stream(tmp_path):
         scan_audio(path)
 
 
-def test_truncated_wav(tmp_path):
+def test_truncated_wav(tmp_path: Path) -> None:
     path = tmp_path / "cut.wav"
     sf.write(path, tone(1.0)[0], SAMPLE_RATE, subtype="PCM_16")
     data = path.read_bytes()
@@ -173,7 +180,7 @@ def test_truncated_wav(tmp_path):
         scan_audio(path)
 
 
-def test_truncated_flac_is_corrupt(tmp_path):
+def test_truncated_flac_is_corrupt(tmp_path: Path) -> None:
     path = encode(tmp_path / "half.flac", tone(2.0, 44100, 2), 44100, "flac")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
@@ -181,7 +188,7 @@ def test_truncated_flac_is_corrupt(tmp_path):
         load_audio(path)
 
 
-def test_truncated_mp3_is_detected(tmp_path):
+def test_truncated_mp3_is_detected(tmp_path: Path) -> None:
     path = encode(tmp_path / "half.mp3", tone(3.0, 44100, 2), 44100, "libmp3lame")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
@@ -189,7 +196,7 @@ def test_truncated_mp3_is_detected(tmp_path):
         scan_audio(path)
 
 
-def test_truncated_header(tmp_path):
+def test_truncated_header(tmp_path: Path) -> None:
     path = tmp_path / "stub.m4a"
     full = encode(tmp_path / "full.m4a", tone(1.0, 44100, 2), 44100, "aac", "ipod")
     path.write_bytes(full.read_bytes()[:200])
@@ -197,21 +204,21 @@ def test_truncated_header(tmp_path):
         scan_audio(path)
 
 
-def test_empty_file(tmp_path):
+def test_empty_file(tmp_path: Path) -> None:
     path = tmp_path / "empty.wav"
     path.write_bytes(b"")
     with pytest.raises(AudioInputError, match=r"empty\.wav: empty file \(0 bytes\)"):
         scan_audio(path)
 
 
-def test_zero_length_wav(tmp_path):
+def test_zero_length_wav(tmp_path: Path) -> None:
     path = tmp_path / "zero.wav"
     sf.write(path, np.zeros(0, np.float32), SAMPLE_RATE, subtype="PCM_16")
     with pytest.raises(AudioInputError, match=r"zero\.wav: contains no audio samples"):
         scan_audio(path)
 
 
-def test_nan_samples(tmp_path):
+def test_nan_samples(tmp_path: Path) -> None:
     x = tone(0.5)[0]
     x[3000] = np.nan
     path = tmp_path / "nan.wav"
@@ -222,7 +229,7 @@ def test_nan_samples(tmp_path):
         load_audio(path)
 
 
-def test_inf_samples(tmp_path):
+def test_inf_samples(tmp_path: Path) -> None:
     x = tone(0.5)[0]
     x[-5] = np.inf
     path = tmp_path / "inf.wav"
@@ -231,7 +238,7 @@ def test_inf_samples(tmp_path):
         scan_audio(path)
 
 
-def test_shorter_than_one_video_frame(tmp_path):
+def test_shorter_than_one_video_frame(tmp_path: Path) -> None:
     path = tmp_path / "blip.wav"
     sf.write(path, tone(0.03)[0], SAMPLE_RATE, subtype="PCM_16")  # 30 ms < 40 ms
     with pytest.raises(AudioInputError, match=r"blip\.wav: too short: 30 ms"):
@@ -240,7 +247,9 @@ def test_shorter_than_one_video_frame(tmp_path):
     assert scan_audio(path).frame_count == 1
 
 
-def test_telephone_audio_works_with_a_warning(tmp_path, caplog):
+def test_telephone_audio_works_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "phone.wav"
     sf.write(path, tone(1.0, rate=8000)[0], 8000, subtype="PCM_16")
     with caplog.at_level(logging.WARNING, logger="msadtalker.audio"):
@@ -249,7 +258,7 @@ def test_telephone_audio_works_with_a_warning(tmp_path, caplog):
     assert "8000 Hz" in caplog.text and "band-limited" in caplog.text
 
 
-def test_clipping_works_with_a_warning(tmp_path, caplog):
+def test_clipping_works_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     x = np.clip(6.0 * tone(1.0)[0], -1.0, 1.0)
     path = tmp_path / "loud.wav"
     sf.write(path, x, SAMPLE_RATE, subtype="PCM_16")
@@ -259,7 +268,7 @@ def test_clipping_works_with_a_warning(tmp_path, caplog):
     assert "clipped" in caplog.text and "%" in caplog.text
 
 
-def test_clean_audio_logs_no_warning(tmp_path, caplog):
+def test_clean_audio_logs_no_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "ok.wav"
     sf.write(path, tone(1.0)[0], SAMPLE_RATE, subtype="PCM_16")
     with caplog.at_level(logging.WARNING, logger="msadtalker.audio"):
@@ -270,36 +279,42 @@ def test_clean_audio_logs_no_warning(tmp_path, caplog):
 # ---------------------------------------------------------------------------- golden log-mel
 
 
-def test_log_mel_matches_official(golden):
+def test_log_mel_matches_official(golden: dict[str, np.ndarray]) -> None:
     mel = log_mel(golden["input_wav_loaded"])
     assert mel.dtype == np.float64 and mel.shape == golden["audio_mel_f64"].shape == (161, 80)
     assert np.abs(mel - golden["audio_mel_f64"]).max() < 1e-6
 
 
-def test_waveform_cut_matches_official(golden):
+def test_waveform_cut_matches_official(golden: dict[str, np.ndarray]) -> None:
     np.testing.assert_array_equal(cut_waveform(golden["input_wav_loaded"]), golden["audio_wav_cut"])
 
 
-def test_windows_match_official(golden):
+def test_windows_match_official(golden: dict[str, np.ndarray]) -> None:
     windows = mel_windows(log_mel(golden["input_wav_loaded"]), 50)
     expected = golden["expnet_in_mels"][0, :, 0]
     assert windows.shape == expected.shape == (50, 80, 16) and windows.dtype == np.float32
     np.testing.assert_array_equal(windows, expected)
 
 
-def test_golden_wav_file_decodes_to_the_official_samples(golden, golden_npz_path):
-    path = golden_npz_path.parent / "golden_seed0_speech.wav"
-    if not path.exists():
-        pytest.skip("golden wav not present")
+def test_official_wav_samples_decode_to_the_official_waveform(
+    golden: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    # The official harness wrote these int16 samples as a 16 kHz mono WAV and librosa loaded it.
+    path = tmp_path / "golden_speech.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes(golden["input_wav_int16"].astype("<i2").tobytes())
     np.testing.assert_array_equal(load_audio(path), golden["input_wav_loaded"])
 
 
-def test_window_start_truncates_toward_zero():
+def test_window_start_truncates_toward_zero() -> None:
     assert [window_start(i) for i in range(7)] == [-6, -3, 0, 3, 6, 9, 12]
     assert all(window_start(i) == int(80 * (i - 2) / 25) for i in range(0, 2000))
 
 
-def test_filterbank_shape_and_slaney_norm():
+def test_filterbank_shape_and_slaney_norm() -> None:
     fb = mel_filterbank()
     assert fb.shape == (80, 401) and fb.dtype == np.float32
     assert (fb >= 0).all() and (fb.sum(axis=1) > 0).all()
@@ -310,7 +325,7 @@ def test_filterbank_shape_and_slaney_norm():
 # ---------------------------------------------------------------------------- MelStream
 
 
-def run_stream(x: np.ndarray, sizes) -> np.ndarray:
+def run_stream(x: np.ndarray, sizes: Iterable[int]) -> np.ndarray:
     stream = MelStream()
     rows = []
     position = 0
@@ -325,7 +340,7 @@ def run_stream(x: np.ndarray, sizes) -> np.ndarray:
 
 
 @pytest.mark.parametrize("chunk_ms", [10, 20, 37, 1000])
-def test_mel_stream_equals_batch(golden, chunk_ms):
+def test_mel_stream_equals_batch(golden: dict[str, np.ndarray], chunk_ms: int) -> None:
     x = golden["input_wav_loaded"]
     size = chunk_ms * SAMPLE_RATE // 1000
     got = run_stream(x, [size] * (len(x) // size + 1))
@@ -333,7 +348,7 @@ def test_mel_stream_equals_batch(golden, chunk_ms):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_mel_stream_random_chunks_and_lengths(seed):
+def test_mel_stream_random_chunks_and_lengths(seed: int) -> None:
     rng = np.random.default_rng(seed)
     x = speechlike(rng.uniform(0.01, 2.5), seed)
     sizes = rng.integers(1, 2500, 200)
@@ -342,7 +357,7 @@ def test_mel_stream_random_chunks_and_lengths(seed):
     np.testing.assert_array_equal(got, log_mel(x))
 
 
-def test_mel_stream_rows_are_final_only_with_whole_blocks():
+def test_mel_stream_rows_are_final_only_with_whole_blocks() -> None:
     stream = MelStream()
     x = speechlike(0.5)
     assert len(stream.push(x[:1279])) == 2  # one block: rows 0, 1 (200 j + 400 <= 640)
@@ -350,7 +365,7 @@ def test_mel_stream_rows_are_final_only_with_whole_blocks():
     assert stream.next_row == 5
 
 
-def test_mel_stream_flush_resets():
+def test_mel_stream_flush_resets() -> None:
     stream = MelStream()
     x = speechlike(0.3)
     first = np.concatenate([stream.push(x), stream.flush()])
@@ -359,7 +374,7 @@ def test_mel_stream_flush_resets():
     assert stream.position == 0
 
 
-def test_mel_stream_silence_from_equals_zeroed_input():
+def test_mel_stream_silence_from_equals_zeroed_input() -> None:
     x = speechlike(1.0, seed=3)
     cut = 7040
     stream = MelStream(history_samples=4000)
@@ -375,7 +390,7 @@ def test_mel_stream_silence_from_equals_zeroed_input():
 # ---------------------------------------------------------------------------- file source
 
 
-def test_audio_file_source_chunks_are_contiguous(tmp_path):
+def test_audio_file_source_chunks_are_contiguous(tmp_path: Path) -> None:
     path = tmp_path / "s.wav"
     sf.write(path, speechlike(2.03), 48000, subtype="PCM_16")
     source = AudioFileSource(path, chunk_ms=20)
@@ -389,7 +404,7 @@ def test_audio_file_source_chunks_are_contiguous(tmp_path):
     assert list(source)[3].start == chunks[3].start  # iterating again starts over
 
 
-def test_audio_file_source_validates_up_front(tmp_path):
+def test_audio_file_source_validates_up_front(tmp_path: Path) -> None:
     x = tone(1.0)[0]
     x[-10] = np.nan  # only at the very end of the file
     path = tmp_path / "late_nan.wav"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,7 +62,9 @@ def test_ints_stand_for_floats_and_lists_for_tuples(tmp_path: Path) -> None:
         ("", {"pipeline.seed.x": 1}, "unknown config key 'pipeline.seed.x'"),
     ],
 )
-def test_errors_name_the_key(tmp_path: Path, text: str, overrides: dict, expect: str) -> None:
+def test_errors_name_the_key(
+    tmp_path: Path, text: str, overrides: dict[str, Any], expect: str
+) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(_toml(tmp_path, text), overrides)
     assert expect in str(err.value)

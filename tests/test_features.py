@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 
@@ -20,12 +22,14 @@ def speechlike(seconds: float, seed: int = 0) -> np.ndarray:
     return (0.2 * envelope * voiced + 0.01 * rng.standard_normal(n)).astype(np.float32)
 
 
-def chunk_sizes(kind: str | int, rng: np.random.Generator) -> object:
+def chunk_sizes(kind: str | int, rng: np.random.Generator) -> Iterator[int]:
     while True:
         yield int(rng.integers(1, 3000)) if kind == "random" else int(kind)
 
 
-def run(stage: FeatureStage, x: np.ndarray, kind: str | int = 320, seed: int = 0):
+def run(
+    stage: FeatureStage, x: np.ndarray, kind: str | int = 320, seed: int = 0
+) -> tuple[list[FeatureFrame], list[int]]:
     """Push ``x`` in chunks; returns (frames, samples received when each frame came out)."""
     rng = np.random.default_rng(seed)
     frames: list[FeatureFrame] = []
@@ -44,12 +48,14 @@ def run(stage: FeatureStage, x: np.ndarray, kind: str | int = 320, seed: int = 0
     return frames, arrival
 
 
-CHUNKS = [160, 320, 592, 16000, "random"]  # 10 ms, 20 ms, 37 ms, 1 s, random
+CHUNKS: list[str | int] = [160, 320, 592, 16000, "random"]  # 10 ms, 20 ms, 37 ms, 1 s, random
 
 
 @pytest.mark.parametrize("kind", CHUNKS)
 @pytest.mark.parametrize("lookahead", [2, 3])
-def test_full_lookahead_gives_the_official_windows(golden, lookahead, kind):
+def test_full_lookahead_gives_the_official_windows(
+    golden: dict[str, np.ndarray], lookahead: int, kind: str | int
+) -> None:
     x = golden["input_wav_loaded"]
     frames, _ = run(FeatureStage(lookahead), x, kind)
     assert [f.index for f in frames] == list(range(50))
@@ -60,7 +66,7 @@ def test_full_lookahead_gives_the_official_windows(golden, lookahead, kind):
 
 
 @pytest.mark.parametrize("lookahead", [0, 1])
-def test_short_lookahead_keeps_the_frame_columns_exact(lookahead):
+def test_short_lookahead_keeps_the_frame_columns_exact(lookahead: int) -> None:
     x = speechlike(3.17, seed=1)
     reference = mel_windows(log_mel(x), len(x) // SAMPLES_PER_FRAME)
     outputs = []
@@ -78,7 +84,7 @@ def test_short_lookahead_keeps_the_frame_columns_exact(lookahead):
 
 
 @pytest.mark.parametrize("lookahead", [0, 1, 2, 3])
-def test_delay_is_what_is_declared(lookahead):
+def test_delay_is_what_is_declared(lookahead: int) -> None:
     stage = FeatureStage(lookahead)
     assert stage.delay_frames == feature_delay_frames(lookahead) == [1, 2, 3, 3][lookahead]
     x = speechlike(2.0)
@@ -91,7 +97,7 @@ def test_delay_is_what_is_declared(lookahead):
 
 
 @pytest.mark.parametrize("samples", [640, 641, 1279, 5000, 32300])
-def test_frame_count_is_floor_of_samples(samples):
+def test_frame_count_is_floor_of_samples(samples: int) -> None:
     x = speechlike(samples / SAMPLE_RATE + 0.01)[:samples]
     for lookahead in (0, 3):
         frames, _ = run(FeatureStage(lookahead), x, kind=700)
@@ -101,13 +107,13 @@ def test_frame_count_is_floor_of_samples(samples):
     np.testing.assert_array_equal(np.stack([f.mel for f in frames]), reference)
 
 
-def test_less_than_one_frame_gives_nothing():
+def test_less_than_one_frame_gives_nothing() -> None:
     stage = FeatureStage(0)
     assert stage.push(AudioChunk(samples=np.zeros(500, np.float32), start=0)) == []
     assert stage.flush() == []
 
 
-def test_chunks_must_be_contiguous():
+def test_chunks_must_be_contiguous() -> None:
     stage = FeatureStage(0)
     stage.push(AudioChunk(samples=np.zeros(100, np.float32), start=0))
     with pytest.raises(ValueError, match="contiguous"):
@@ -116,12 +122,12 @@ def test_chunks_must_be_contiguous():
         FeatureStage(0).push(AudioChunk(samples=np.zeros(100, np.float32), start=640))
 
 
-def test_lookahead_out_of_range():
+def test_lookahead_out_of_range() -> None:
     with pytest.raises(ValueError):
         FeatureStage(4)
 
 
-def test_flush_leaves_a_fresh_stage():
+def test_flush_leaves_a_fresh_stage() -> None:
     x = speechlike(1.0)
     stage = FeatureStage(1)
     first, _ = run(stage, x, kind=333)
@@ -133,7 +139,7 @@ def test_flush_leaves_a_fresh_stage():
 
 
 @pytest.mark.parametrize("lookahead", [0, 2, 3])
-def test_reset_replaces_held_audio_by_silence_and_keeps_counting(lookahead):
+def test_reset_replaces_held_audio_by_silence_and_keeps_counting(lookahead: int) -> None:
     x = speechlike(3.0, seed=2)
     reset_at = 27_500  # samples pushed before the barge-in
     stage = FeatureStage(lookahead)
@@ -156,8 +162,8 @@ def test_reset_replaces_held_audio_by_silence_and_keeps_counting(lookahead):
     assert not after[0].audio.any()  # the interrupted speech is not played
 
 
-def run_prefix(stage: FeatureStage, x: np.ndarray):
-    frames = []
+def run_prefix(stage: FeatureStage, x: np.ndarray) -> tuple[list[FeatureFrame], int]:
+    frames: list[FeatureFrame] = []
     for start in range(0, len(x), 320):
         frames += stage.push(AudioChunk(samples=x[start : start + 320], start=start))
     return frames, len(x)

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import soundfile as sf
-from live_fakes import mouth_probe, speech_like, stages_under_test
+from live_fakes import FrameWatch, mouth_probe, speech_like, stages_under_test, within
 
 from msadtalker.timing import SAMPLE_RATE
 from streamer.commands.kiosk import KIOSK_ROOM, run_kiosk
@@ -80,26 +80,38 @@ async def test_kiosk_animates_the_avatar_from_a_virtual_microphone(
     sf.write(wav, speech_like([(0.8, 2.3)], 3.5), SAMPLE_RATE, subtype="PCM_16")
     config = Config(server=ServerConfig(port=0, jitter_ms=40))
     stop = asyncio.Event()
+    started = asyncio.Event()
     urls: list[str] = []
+
+    def announce(url: str) -> None:
+        urls.append(url)
+        started.set()
+
     stages = stages_under_test(config)
     probe = mouth_probe(stages)
-    kiosk = asyncio.create_task(run_kiosk(config, stages, "pulse", announce=urls.append, stop=stop))
+    kiosk = asyncio.create_task(run_kiosk(config, stages, "pulse", announce=announce, stop=stop))
     try:
-        for _ in range(200):
-            if urls or kiosk.done():
-                break
-            await asyncio.sleep(0.05)
-        assert urls, "the kiosk did not start"
+        # Up, or failed: a kiosk that ends before it announced raises its error here.
+        up = asyncio.ensure_future(started.wait())
+        try:
+            first = asyncio.wait({up, kiosk}, return_when=asyncio.FIRST_COMPLETED)
+            await within(first, 10, "kiosk start")
+        finally:
+            up.cancel()
+        if kiosk.done():
+            kiosk.result()
+        assert urls, "the kiosk ended without announcing its URL"
         async with aiohttp.ClientSession() as http:
-            viewer = LoopbackClient(
-                urls[0], role="viewer", room=KIOSK_ROOM, on_video=probe.openness
-            )
+            watch = FrameWatch(probe.openness)
+            viewer = LoopbackClient(urls[0], role="viewer", room=KIOSK_ROOM, on_video=watch)
             await viewer.connect(http)
             player = await asyncio.create_subprocess_exec(
                 "paplay", f"--device={virtual_mic}", str(wav)
             )
             await asyncio.wait_for(player.wait(), 20)
-            await asyncio.sleep(1.0)
+            # The frames made from the end of the clip reach the viewer (mic -> session ->
+            # viewer: well under 10 frames).
+            await watch.wait_for(watch.count + 10)
             async with http.get(f"{urls[0]}/sessions/{KIOSK_ROOM}") as resp:
                 stats = (await resp.json())["session"]
             await viewer.aclose()

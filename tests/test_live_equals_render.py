@@ -71,7 +71,7 @@ async def _live_trace(
 
 
 async def test_live_session_equals_msadtalker_motion(tmp_path: Path) -> None:
-    from streamer.build import build_motion_stages
+    from streamer.assembly import build_motion_stages
     from streamer.cli import main
 
     wav = _speech_wav(tmp_path)
@@ -85,7 +85,7 @@ async def test_live_session_equals_msadtalker_motion(tmp_path: Path) -> None:
 
 
 async def test_live_session_equals_msadtalker_render(tmp_path: Path) -> None:
-    from streamer.build import stage_factory
+    from streamer.assembly import stage_factory
     from streamer.cli import main
 
     wav = _speech_wav(tmp_path)

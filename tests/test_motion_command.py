@@ -23,7 +23,7 @@ HEADER = (
 
 
 @pytest.fixture(scope="module")
-def wav(tmp_path_factory) -> Path:
+def wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """5 s of the bundled sample speech at 44.1 kHz stereo (so decoding is exercised too)."""
     import soxr
 
@@ -35,7 +35,7 @@ def wav(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def default_run(wav, tmp_path_factory) -> tuple[Path, Path]:
+def default_run(wav: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     out = tmp_path_factory.mktemp("default")
     trace, plot = out / "t.csv", out / "t.png"
     assert main(["motion", "--audio", str(wav), "--trace", str(trace), "--plot", str(plot)]) == 0
@@ -49,14 +49,14 @@ def _motion(wav: Path, out: Path, *flags: str) -> np.ndarray:
     return np.stack([t["pitch_deg"], t["yaw_deg"], t["roll_deg"]], axis=1)
 
 
-def test_trace_columns_are_exactly_the_issue_s(default_run):
+def test_trace_columns_are_exactly_the_issue_s(default_run: tuple[Path, Path]) -> None:
     trace, _ = default_run
     lines = trace.read_text(encoding="utf-8").splitlines()
     assert lines[0] == HEADER
     assert ",".join(COLUMNS) == HEADER
 
 
-def test_trace_values(default_run, wav):
+def test_trace_values(default_run: tuple[Path, Path], wav: Path) -> None:
     trace, _ = default_run
     t = read_trace(trace)
     frames = round(5 * SAMPLE_RATE + 123 * SAMPLE_RATE / SAMPLE_RATE) // SAMPLES_PER_FRAME
@@ -77,7 +77,7 @@ def test_trace_values(default_run, wav):
     assert {row[8] for row in rows} <= {"0", "1"}
 
 
-def test_plot_is_a_readable_png(default_run):
+def test_plot_is_a_readable_png(default_run: tuple[Path, Path]) -> None:
     import matplotlib.image as mpimg
 
     _, plot = default_run
@@ -90,7 +90,7 @@ def test_plot_is_a_readable_png(default_run):
     assert ink > 0.03
 
 
-def test_seed_is_reproducible_and_changes_the_pose(wav, tmp_path):
+def test_seed_is_reproducible_and_changes_the_pose(wav: Path, tmp_path: Path) -> None:
     a = _motion(wav, tmp_path, "--seed", "4")
     b = _motion(wav, tmp_path, "--seed", "4")
     c = _motion(wav, tmp_path, "--seed", "5")
@@ -98,7 +98,7 @@ def test_seed_is_reproducible_and_changes_the_pose(wav, tmp_path):
     assert np.abs(a - c).max() > 1.0
 
 
-def test_lookahead_flag_is_used(wav, tmp_path):
+def test_lookahead_flag_is_used(wav: Path, tmp_path: Path) -> None:
     trace0, trace80 = tmp_path / "l0.csv", tmp_path / "l80.csv"
     assert main(["motion", "--audio", str(wav), "--trace", str(trace0), "--lookahead-ms", "0"]) == 0
     assert main(["motion", "--audio", str(wav), "--trace", str(trace80)]) == 0
@@ -106,7 +106,7 @@ def test_lookahead_flag_is_used(wav, tmp_path):
     assert len(w0) == len(w80) and not np.array_equal(w0, w80)
 
 
-def test_toml_config_and_cli_override(wav, tmp_path):
+def test_toml_config_and_cli_override(wav: Path, tmp_path: Path) -> None:
     config = tmp_path / "motion.toml"
     config.write_text(
         '[pipeline]\nseed = 9\n\n[pose]\namplitude_deg = [4.0, 3.0, 2.0]\nnoise = "iid"\n',
@@ -128,7 +128,7 @@ def test_toml_config_and_cli_override(wav, tmp_path):
 # ---------------------------------------------------------------------------- bad input
 
 
-def _one_error_line(capsys, argv: list[str], expect: str) -> None:
+def _one_error_line(capsys: pytest.CaptureFixture[str], argv: list[str], expect: str) -> None:
     with pytest.raises(SystemExit) as exit_info:
         code = main(argv)
         raise SystemExit(code)
@@ -141,7 +141,7 @@ def _one_error_line(capsys, argv: list[str], expect: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def bad_files(tmp_path_factory) -> Path:
+def bad_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("bad")
     t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
     x = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
@@ -177,7 +177,9 @@ def bad_files(tmp_path_factory) -> Path:
         ("blip.wav", "too short"),
     ],
 )
-def test_bad_audio_is_one_line_and_leaves_no_trace(capsys, bad_files, tmp_path, name, expect):
+def test_bad_audio_is_one_line_and_leaves_no_trace(
+    capsys: pytest.CaptureFixture[str], bad_files: Path, tmp_path: Path, name: str, expect: str
+) -> None:
     trace = tmp_path / "t.csv"
     _one_error_line(
         capsys, ["motion", "--audio", str(bad_files / name), "--trace", str(trace)], expect
@@ -203,13 +205,21 @@ def test_bad_audio_is_one_line_and_leaves_no_trace(capsys, bad_files, tmp_path, 
         (["--config", "{bad}/damp.toml"], "mouth_damping_s"),
     ],
 )
-def test_bad_flags_and_config_are_one_line(capsys, bad_files, tmp_path, flags, expect):
+def test_bad_flags_and_config_are_one_line(
+    capsys: pytest.CaptureFixture[str],
+    bad_files: Path,
+    tmp_path: Path,
+    flags: list[str],
+    expect: str,
+) -> None:
     flags = [f.replace("{bad}", str(bad_files)) for f in flags]
     argv = ["motion", "--audio", str(bad_files / "ok.wav"), "--trace", str(tmp_path / "t.csv")]
     _one_error_line(capsys, [*argv, *flags], expect)
 
 
-def test_missing_audio_and_unwritable_trace(capsys, bad_files, tmp_path):
+def test_missing_audio_and_unwritable_trace(
+    capsys: pytest.CaptureFixture[str], bad_files: Path, tmp_path: Path
+) -> None:
     _one_error_line(
         capsys,
         ["motion", "--audio", str(tmp_path / "nope.wav"), "--trace", str(tmp_path / "t.csv")],
@@ -223,7 +233,9 @@ def test_missing_audio_and_unwritable_trace(capsys, bad_files, tmp_path):
     _one_error_line(capsys, ["motion", "--audio", str(bad_files / "ok.wav")], "--trace")
 
 
-def test_telephone_and_clipped_audio_work_with_warnings(caplog, tmp_path):
+def test_telephone_and_clipped_audio_work_with_warnings(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
     t = np.arange(8000) / 8000
     x = np.clip(3.0 * np.sin(2 * np.pi * 300 * t), -1, 1).astype(np.float32)
     path = tmp_path / "phone.wav"

@@ -1,4 +1,4 @@
-"""The neural stage factory (``streamer.build.stage_factory``) with scripted networks.
+"""The neural stage factory (``streamer.assembly.stage_factory``) with scripted networks.
 
 The engines are replaced by the linear fakes of ``test_neural_parts`` so the whole neural
 pipeline (avatar preparation, source, calibration, lips, silence, motion, keypoints, render,
@@ -19,10 +19,10 @@ pytest.importorskip("torch")
 
 from test_neural_parts import FakeNetworks  # noqa: E402
 
-import streamer.build.neural  # noqa: E402
+import streamer.assembly.neural  # noqa: E402
 from msadtalker.audio import load_audio  # noqa: E402
 from msadtalker.timing import SAMPLES_PER_FRAME  # noqa: E402
-from streamer.build import stage_factory  # noqa: E402
+from streamer.assembly import stage_factory  # noqa: E402
 from streamer.config import load_config  # noqa: E402
 from streamer.pipeline import Pipeline  # noqa: E402
 from streamer.stages.neural_keypoints import NeuralKeypointStage  # noqa: E402
@@ -72,7 +72,7 @@ def fake_engines(
         opened.append(FakeEngineSet(list(networks), size))
         return opened[-1]
 
-    monkeypatch.setattr(streamer.build.neural, "open_engines", open_engines)
+    monkeypatch.setattr(streamer.assembly.neural, "open_engines", open_engines)
     monkeypatch.setenv("MSADTALKER_CACHE", str(tmp_path / "cache"))
     checkpoints = tmp_path / "ckpt"  # only named and fingerprinted, never loaded here
     checkpoints.mkdir()

@@ -28,8 +28,8 @@ from msadtalker.neural.offline import (  # noqa: E402
     offline_lip_signals,
 )
 from msadtalker.timing import SAMPLES_PER_FRAME  # noqa: E402
-from streamer.build import build_motion_stages  # noqa: E402
-from streamer.build.neural import NeuralAvatar  # noqa: E402
+from streamer.assembly import build_motion_stages  # noqa: E402
+from streamer.assembly.neural import NeuralAvatar  # noqa: E402
 from streamer.config import Config, load_config  # noqa: E402
 from streamer.pipeline import Pipeline  # noqa: E402
 from streamer.stages.features import FeatureStage  # noqa: E402

@@ -18,7 +18,7 @@ import pytest
 
 from msadtalker.audio import load_audio
 from msadtalker.timing import FPS, SAMPLES_PER_FRAME
-from streamer.build import build_motion_stages
+from streamer.assembly import build_motion_stages
 from streamer.config import load_config
 from streamer.io.trace import COLUMNS, trace_row
 from streamer.pipeline import Pipeline
@@ -33,7 +33,8 @@ def audio() -> np.ndarray:
     x = load_audio(ASSETS / "sample_speech_en.wav", warn=False)[: 6 * 16000 + 333]
     rng = np.random.default_rng(0)
     noise = np.cumsum(rng.standard_normal(len(x))) * 1e-5
-    return (x + (noise - noise.mean()).astype(np.float32)).astype(np.float32)
+    noisy: np.ndarray = (x + (noise - noise.mean()).astype(np.float32)).astype(np.float32)
+    return noisy
 
 
 def chunks(x: np.ndarray, sizes: Iterator[int]) -> Iterator[AudioChunk]:
@@ -106,7 +107,9 @@ SIZES = {
 
 @pytest.mark.parametrize("lookahead_ms", [0, 40, 80])
 @pytest.mark.parametrize("kind", list(SIZES))
-def test_chunked_equals_one_call(audio, one_call, lookahead_ms, kind):
+def test_chunked_equals_one_call(
+    audio: np.ndarray, one_call: dict[int, list[MotionFrame]], lookahead_ms: int, kind: str
+) -> None:
     whole = one_call[lookahead_ms]
     chunked = run(lookahead_ms, chunks(audio, SIZES[kind]()))
     assert len(chunked) == len(whole) == len(audio) // SAMPLES_PER_FRAME
@@ -115,7 +118,9 @@ def test_chunked_equals_one_call(audio, one_call, lookahead_ms, kind):
     assert csv_text(chunked) == csv_text(whole)
 
 
-def test_single_sample_chunks_equal_one_call(audio, one_call):
+def test_single_sample_chunks_equal_one_call(
+    audio: np.ndarray, one_call: dict[int, list[MotionFrame]]
+) -> None:
     x = audio[: 2 * 16000]
     chunked = run(80, chunks(x, fixed(1)))
     whole = run(80, [AudioChunk(samples=x, start=0)])
@@ -126,13 +131,15 @@ def test_single_sample_chunks_equal_one_call(audio, one_call):
     assert [fields(f) for f in whole[:n]] == [fields(f) for f in one_call[80][:n]]
 
 
-def test_frames_are_indexed_and_timed(one_call):
+def test_frames_are_indexed_and_timed(one_call: dict[int, list[MotionFrame]]) -> None:
     frames = one_call[80]
     assert [f.index for f in frames] == list(range(len(frames)))
     assert [f.time_s for f in frames] == [i / FPS for i in range(len(frames))]
 
 
-def test_lookahead_changes_the_weights_not_the_pose_generator(one_call):
+def test_lookahead_changes_the_weights_not_the_pose_generator(
+    one_call: dict[int, list[MotionFrame]],
+) -> None:
     """Different lookaheads are different pipelines (the parametrisation is live)."""
     silent0 = [f.silence.weight for f in one_call[0]]
     silent80 = [f.silence.weight for f in one_call[80]]
@@ -142,7 +149,7 @@ def test_lookahead_changes_the_weights_not_the_pose_generator(one_call):
 
 
 @pytest.mark.parametrize("lookahead_ms", [0, 40, 80])
-def test_declared_delay_is_kept(audio, lookahead_ms):
+def test_declared_delay_is_kept(audio: np.ndarray, lookahead_ms: int) -> None:
     """Frame i comes out once the audio of frame i + delay is in (20 ms chunks)."""
     config = load_config(overrides={"pipeline.lookahead_ms": lookahead_ms})
     pipeline: Pipeline[MotionFrame] = Pipeline(build_motion_stages(config))

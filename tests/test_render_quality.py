@@ -38,7 +38,7 @@ from speech import ENGLISH, SpeechClip, have_espeak, speech_with_gaps
 from msadtalker.avatar import default_avatar_path, prepare_avatar
 from msadtalker.avatar import topology as tp
 from msadtalker.mesh.renderer import MeshRenderer
-from streamer.build import build_motion_stages
+from streamer.assembly import build_motion_stages
 from streamer.cli import main
 from streamer.config import Config
 from streamer.pipeline import Pipeline
@@ -179,7 +179,7 @@ def gapped() -> tuple[SpeechClip, list[VideoFrame]]:
     # Lift the crop off pure black (bicubic upscaling of the dark collar undershoots to 0):
     # any pure-black pixel in the output is then a hole, not the photo's content.
     lifted = dataclasses.replace(prepared, image=np.maximum(prepared.image, 1))
-    # The stages ``streamer.build.stage_factory`` assembles, with the lifted avatar.
+    # The stages ``streamer.assembly.stage_factory`` assembles, with the lifted avatar.
     stages = [*build_motion_stages(Config()), MeshRenderStage(MeshRenderer(lifted, 256))]
     step = 3200
     chunks = [AudioChunk(clip.audio[i : i + step], i) for i in range(0, len(clip.audio), step)]

@@ -24,11 +24,11 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
-from live_fakes import speech_like
+from live_fakes import eventually, speech_like
 
-from streamer.cluster import WORKER_HEADER
 from streamer.io.trace import read_trace
 from streamer.io.webrtc_client import LoopbackClient
+from streamer.server.cluster import WORKER_HEADER
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -134,13 +134,10 @@ def owner(some_id: str) -> int:
 
 
 async def frames_arrive(client: LoopbackClient, count: int, timeout_s: float = 20.0) -> None:
-    """Until ``client`` has ``count`` more video frames (a liveness bound, not a speed test)."""
+    """Until ``client`` has ``count`` more video frames (a liveness bound, not a speed test).
+    Polled: these clients do not decode, so no callback sees their frames."""
     target = len(client.video) + count
-    for _ in range(int(timeout_s / 0.05)):
-        if len(client.video) >= target:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{len(client.video)} frames, expected {target}")
+    await eventually(lambda: len(client.video) >= target, f"{target} video frames", timeout_s)
 
 
 async def from_each_worker(
@@ -411,12 +408,7 @@ async def test_a_killed_worker_is_reported_and_the_other_serves_on(
         assert set(pids) == {0, 1}
         os.kill(pids[1], signal.SIGKILL)
         report = f"worker 1 (pid {pids[1]}) died (killed by SIGKILL)"
-        for _ in range(200):
-            if report in server.log():
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError(server.log())
+        await eventually(lambda: report in server.log(), f"the parent's report {report!r}")
         assert "1 of 2 workers still serve" in server.log()
         assert server.proc.poll() is None  # documented: the other worker keeps serving
 
@@ -449,12 +441,11 @@ async def test_the_workers_of_a_vanished_parent_drain_and_exit(tmp_path: Path) -
         assert set(pids) == {0, 1}
         server.proc.kill()  # no SIGTERM to pass on: only the closed lifeline tells them
         server.proc.wait()
-        for _ in range(600):
-            if not any(alive(pid) for pid in pids.values()):
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError(f"workers still running: {pids}")
+        await eventually(
+            lambda: not any(alive(pid) for pid in pids.values()),
+            f"the exit of the workers {pids}",
+            timeout_s=30.0,
+        )
     finally:
         server.stop()
     assert server.log().count("the supervising process is gone; draining") == 2

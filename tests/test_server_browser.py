@@ -8,7 +8,6 @@ passes as it is and inside a network namespace with only ``lo``, e.g.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import shutil
 from collections.abc import AsyncIterator
@@ -20,13 +19,14 @@ import pytest
 import soundfile as sf
 from aiohttp.test_utils import TestServer
 from aioice.ice import get_host_addresses
-from live_fakes import mouth_probe, speech_like, stages_under_test
+from live_fakes import eventually, mouth_probe, speech_like, stages_under_test, within
 from playwright.async_api import Page, async_playwright
 
 from msadtalker.timing import SAMPLE_RATE
 from streamer.bench.mouth import MouthProbe
 from streamer.config import Config, ServerConfig
-from streamer.server import STATE, make_app
+from streamer.server.app import make_app
+from streamer.server.state import STATE
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Not skipped when chromium is missing: a browser test that quietly does not run is no test.
@@ -84,6 +84,19 @@ async def _openness(page: Page, probe: MouthProbe) -> float | None:
     return probe.openness(bgr[..., ::-1])
 
 
+async def _sample_mouth(page: Page, probe: MouthProbe) -> list[float]:
+    """The mouth in every other frame the page presents, until it has been seen both at rest
+    and open (and at least 40 times)."""
+    samples: list[float] = []
+    while len(samples) < 40 or min(samples) >= 0.15 or max(samples) <= 0.5:
+        presented = await page.evaluate("window.msadtalker.framesPresented")
+        await page.wait_for_function(f"window.msadtalker.framesPresented >= {presented + 2}")
+        value = await _openness(page, probe)
+        if value is not None:
+            samples.append(value)
+    return samples
+
+
 async def test_publisher_page_streams_the_avatar_with_a_moving_mouth(
     server: TestServer, tmp_path: Path, chromium: str
 ) -> None:
@@ -109,15 +122,12 @@ async def test_publisher_page_streams_the_avatar_with_a_moving_mouth(
                 timeout=20000,
             )
             assert await page.evaluate("window.msadtalker.error") is None
-            samples = []
-            for _ in range(60):  # ~5 s: two speech bursts
-                value = await _openness(page, probe)
-                if value is not None:
-                    samples.append(value)
-                await asyncio.sleep(0.08)
+            # Frames arrive and the mouth both rests and opens with the speech: sampled every
+            # other presented frame until it has been seen doing both (a burst comes every
+            # 2.5 s), at least 40 samples in all.
+            samples = await within(_sample_mouth(page, probe), 20, "mouth open and closed")
             presented = await page.evaluate("window.msadtalker.framesPresented")
             session_id = await page.evaluate("window.msadtalker.sessionId")
-            # Frames arrive and the mouth both rests and opens with the speech.
             assert presented >= 50
             assert len(samples) >= 40
             assert min(samples) < 0.15 and max(samples) > 0.5, samples
@@ -149,25 +159,17 @@ async def test_publisher_page_streams_the_avatar_with_a_moving_mouth(
             await viewer.wait_for_function("window.msadtalker.framesPresented > 25", timeout=20000)
 
             # Barge-in from the page's button, and from its key (Esc).
+            stats = peer.session.stats
             await page.click("#interrupt")
-            for _ in range(50):
-                if peer.session.stats.interrupts:
-                    break
-                await asyncio.sleep(0.05)
-            assert peer.session.stats.interrupts == 1
+            await eventually(lambda: stats.interrupts >= 1, "the button's barge-in")
+            assert stats.interrupts == 1
             await page.keyboard.press("Escape")
-            for _ in range(50):
-                if peer.session.stats.interrupts == 2:
-                    break
-                await asyncio.sleep(0.05)
-            assert peer.session.stats.interrupts == 2
+            await eventually(lambda: stats.interrupts >= 2, "the Esc key's barge-in")
+            assert stats.interrupts == 2
 
             # Stop hangs up: the server forgets the session and the room's viewer.
             await page.click("#stop")
-            for _ in range(100):
-                if not state.peers:
-                    break
-                await asyncio.sleep(0.05)
-            assert not state.peers and not len(state.rooms)
+            await eventually(lambda: not state.peers, "the hang-up of the page and its viewer")
+            assert not len(state.rooms)
         finally:
             await browser.close()

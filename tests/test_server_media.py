@@ -1,7 +1,9 @@
 """The live server end to end over loopback WebRTC, with aiortc as the client.
 
 A WAV is the client's microphone; the client records the avatar it gets back. The server
-records each session's motion trace, which says what every frame index should show.
+records each session's motion trace, which says what every frame index should show. Nothing
+waits for wall time: each test waits for the frames, session ends or clean-ups it needs, each
+wait bounded by a generous timeout that fails the test.
 """
 
 from __future__ import annotations
@@ -20,30 +22,39 @@ import pytest
 import soundfile as sf
 from aiohttp.test_utils import TestServer
 from live_fakes import (
+    FrameWatch,
     SleepyRenderStage,
+    eventually,
     fake_stages,
+    frames,
     mouth_darkness,
     mouth_probe,
     speech_like,
     stages_under_test,
+    within,
 )
 
 from msadtalker.timing import SAMPLE_RATE
 from streamer.config import Config, ServerConfig
 from streamer.io.trace import read_trace
 from streamer.io.webrtc_client import LoopbackClient
-from streamer.server import STATE, ServerState, make_app
+from streamer.server.app import make_app
+from streamer.server.state import STATE, ServerState
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 VIDEO_TICKS = 3600
 
 
+CLIP_S = 3
+
+
 @pytest.fixture
 def mic_wav(tmp_path: Path) -> Path:
     """3 s: silence, one second of speech from 1.0 s, silence."""
     path = tmp_path / "mic.wav"
-    sf.write(path, speech_like([(1.0, 2.0)], 3.0, rate=SAMPLE_RATE), SAMPLE_RATE, subtype="PCM_16")
+    audio = speech_like([(1.0, 2.0)], CLIP_S, rate=SAMPLE_RATE)
+    sf.write(path, audio, SAMPLE_RATE, subtype="PCM_16")
     return path
 
 
@@ -59,7 +70,9 @@ class Server:
         return self.server.app[STATE]
 
     def client(self, audio: np.ndarray | None = None, **kwargs: object) -> LoopbackClient:
-        return LoopbackClient(self.url, audio, on_video=self.openness, **kwargs)  # type: ignore[arg-type]
+        """A client that keeps the mouth openness of each frame (``frames(client)`` counts)."""
+        watch = FrameWatch(self.openness)
+        return LoopbackClient(self.url, audio, on_video=watch, **kwargs)  # type: ignore[arg-type]
 
     async def stats(self, session_id: str) -> dict[str, Any]:
         async with self.http.get(f"{self.url}/sessions/{session_id}") as resp:
@@ -68,11 +81,12 @@ class Server:
             return body
 
     async def wait_until_empty(self, timeout_s: float = 10.0) -> None:
-        for _ in range(int(timeout_s / 0.05)):
-            if not self.state.peers and not len(self.state.rooms):
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"peers left: {list(self.state.peers)}")
+        state = self.state
+        await eventually(
+            lambda: not state.peers and not len(state.rooms),
+            f"every peer and room gone (peers left: {list(state.peers)})",
+            timeout_s,
+        )
 
 
 @pytest.fixture
@@ -101,12 +115,12 @@ async def test_wav_as_mic_gives_frames_and_mouth_motion_where_the_speech_is(
 ) -> None:
     client = live.client(_read_mic(mic_wav))
     await client.connect(live.http)
-    await asyncio.sleep(3.6)
+    # The whole 3 s clip has come back, and some of the idling after it.
+    await frames(client).wait_for(CLIP_S * 25 + 10)
     sid = client.session_id
     stats = await live.stats(sid)
     async with live.http.delete(f"{live.url}/sessions/{sid}") as resp:
-        assert resp.status == 200
-    await asyncio.sleep(0.3)
+        assert resp.status == 200  # answered once the peer is closed and its trace written
     await client.aclose()
 
     trace = read_trace(tmp_path / "traces" / f"{sid}.csv")
@@ -148,7 +162,8 @@ async def test_viewers_watch_the_publishers_avatar(live: Server, mic_wav: Path) 
     await viewer.connect(live.http)
     lazy = live.client(role="viewer", room=room, read_media=False)  # never reads its tracks
     await lazy.connect(live.http)
-    await asyncio.sleep(3.0)
+    # The viewer has watched the whole second of speech (1.0-2.0 s into the publisher's clip).
+    await frames(viewer).wait_for(70)
     info = await live.stats(publisher.session_id)
     assert info["viewers"] == 2
     # A viewer cannot barge in on the publisher.
@@ -182,7 +197,7 @@ async def test_lost_packets_and_a_stalled_mic_never_stall_the_video(live: Server
     speech = speech_like([(0.3, 3.5)], 3.5)
     client = live.client(speech, mic_gaps=((1.0, 1.06), (1.6, 2.6)))
     await client.connect(live.http)
-    await asyncio.sleep(3.8)
+    await frames(client).wait_for(90)  # 3.6 s: past the stall and the end of the speech
     info = await live.stats(client.session_id)
     stats = info["session"]
     await client.aclose()
@@ -223,9 +238,10 @@ async def test_a_renderer_slower_than_real_time_still_streams_every_frame(
     try:
         async with aiohttp.ClientSession() as http:
             url = str(server.make_url("")).rstrip("/")
-            client = LoopbackClient(url, speech_like([(0.3, 3.0)], 3.0), on_video=mouth_darkness)
+            watch = FrameWatch(mouth_darkness)
+            client = LoopbackClient(url, speech_like([(0.3, 3.0)], 3.0), on_video=watch)
             await client.connect(http)
-            await asyncio.sleep(3.0)
+            await watch.wait_for(65)
             async with http.get(f"{url}/sessions/{client.session_id}") as resp:
                 stats = (await resp.json())["session"]
             await client.aclose()
@@ -249,13 +265,13 @@ async def test_interrupt_over_http_shows_rest_on_the_next_frame(live: Server) ->
     speech = speech_like([(0.3, 4.0)], 4.0)
     client = live.client(speech)
     await client.connect(live.http)
-    await asyncio.sleep(1.5)
+    await frames(client).wait_for(37)  # 1.5 s: well into the speech
     async with live.http.post(f"{live.url}/sessions/{client.session_id}/interrupt") as resp:
         assert resp.status == 200
         body = await resp.json()
     assert body["interrupted"] is True
     stats = (await live.stats(client.session_id))["session"]
-    await asyncio.sleep(1.0)
+    await frames(client).wait_for(frames(client).count + 25)  # a second after the barge-in
     await client.aclose()
     assert stats["interrupts"] == 1
     # The tick under way when the barge-in came (``from_tick``) is not published; the first
@@ -278,7 +294,8 @@ async def test_a_vanished_client_is_cleaned_up_and_others_go_on(live: Server) ->
     await polite.connect(live.http)
     ghost = live.client(speech)
     await ghost.connect(live.http)
-    await asyncio.sleep(0.5)
+    for client in (stays, polite, ghost):
+        await frames(client).wait_for(5)  # all three are streaming
     sessions = {pid: peer.session for pid, peer in live.state.peers.items()}
     # One hangs up without a word (DTLS close), one disappears: its packets just stop.
     await polite.pc.close()
@@ -287,20 +304,16 @@ async def test_a_vanished_client_is_cleaned_up_and_others_go_on(live: Server) ->
         for protocol in connection._protocols:
             protocol.transport.close()
     before = len(stays.video)
-    for _ in range(100):
-        if len(live.state.peers) == 1:
-            break
-        await asyncio.sleep(0.05)
-    assert set(live.state.peers) == {stays.session_id}
     gone = [sessions[polite.session_id], sessions[ghost.session_id]]
-    for _ in range(100):  # the peer is forgotten first, then its session is closed
-        if all(s.finished.is_set() and s._executor._shutdown for s in gone):
-            break
-        await asyncio.sleep(0.05)
-    assert all(s.finished.is_set() and s._executor._shutdown for s in gone)
+    # The peer is forgotten first, then its session is closed, then its thread released.
+    ended = asyncio.gather(*(s.finished.wait() for s in gone))
+    await within(ended, 10.0, "end of the sessions of the two that left")
+    assert set(live.state.peers) == {stays.session_id}
+    await eventually(
+        lambda: all(s._executor._shutdown for s in gone), "their sessions' threads released"
+    )
     assert not sessions[stays.session_id].finished.is_set()
-    await asyncio.sleep(0.5)
-    assert len(stays.video) > before + 10  # still streaming
+    await frames(stays).wait_for(before + 11)  # still streaming
     indices = sorted(f.pts // VIDEO_TICKS for f in stays.video)
     assert indices == list(range(len(indices)))
     await stays.aclose()
@@ -313,7 +326,7 @@ async def test_a_storm_of_bad_requests_leaves_a_live_session_alone(live: Server)
     with a JSON body, none leaves anything behind, the session does not miss a frame."""
     client = live.client(speech_like([(0.3, 5.0)], 5.0))
     await client.connect(live.http)
-    await asyncio.sleep(0.5)
+    await frames(client).wait_for(10)
     before = len(client.video)
     room = client.answer["room"]
     good_sdp = client.pc.localDescription.sdp
@@ -348,8 +361,7 @@ async def test_a_storm_of_bad_requests_leaves_a_live_session_alone(live: Server)
     for (_, path, _, status), (got, payload) in zip(requests, answers, strict=True):
         assert got == status, (path, got, payload)
         assert payload is not None and payload["status"] == status and payload["error"]
-    await asyncio.sleep(1.0)
-    assert len(client.video) >= before + 20
+    await frames(client).wait_for(before + 20)  # the session streamed on through it
     indices = [f.pts // VIDEO_TICKS for f in client.video]
     assert indices == list(range(len(indices)))
     state = live.state
@@ -377,9 +389,10 @@ async def test_sigterm_drains_sessions_and_keeps_what_was_written(
         url = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
         assert url.startswith("http://127.0.0.1:")
         async with aiohttp.ClientSession() as http:
-            client = LoopbackClient(url, _read_mic(mic_wav), decode_video=False)
+            watch = FrameWatch()
+            client = LoopbackClient(url, _read_mic(mic_wav), on_video=watch)
             await client.connect(http)
-            await asyncio.sleep(1.5)
+            await watch.wait_for(25)  # the session is under way
             proc.send_signal(signal.SIGTERM)
             code = await asyncio.wait_for(proc.wait(), 20)
             await client.aclose()

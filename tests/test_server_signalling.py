@@ -12,11 +12,14 @@ import numpy as np
 import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
-from live_fakes import stages_under_test
+from live_fakes import eventually, stages_under_test
 
 from streamer.config import Config, ServerConfig
-from streamer.io.webrtc import make_peer_connection, use_loopback_candidates
-from streamer.server import STATE, drain, make_app
+from streamer.io.aiortc_workarounds import use_loopback_candidates
+from streamer.io.webrtc import make_peer_connection
+from streamer.server.app import make_app
+from streamer.server.peers import drain
+from streamer.server.state import STATE
 
 
 def _config(**server: Any) -> Config:
@@ -214,11 +217,10 @@ async def test_a_hundred_offers_at_once() -> None:
         state = client.app[STATE]
         assert len(state.peers) == 16 and len(state.rooms) == 16
         sessions = [p.session for p in state.peers.values()]
-        for _ in range(100):
-            if not state.peers and not state.tasks:
-                break
-            await asyncio.sleep(0.05)
-        assert not state.peers and not len(state.rooms) and not state.tasks
+        await eventually(
+            lambda: not state.peers and not state.tasks, "every unconnected peer closed"
+        )
+        assert not len(state.rooms)
         assert all(s.finished.is_set() for s in sessions)
         assert all(s._executor._shutdown for s in sessions)
         ours = [t for t in asyncio.all_tasks() if t.get_name().startswith(("session-", "close-"))]
@@ -251,7 +253,7 @@ async def test_a_room_has_one_publisher_and_healthz_says_when_full(offer_sdp: st
 async def test_drain_stops_accepting(client: Client, offer_sdp: str) -> None:
     resp = await client.post("/offer", json={"type": "offer", "sdp": offer_sdp})
     assert resp.status == 200
-    await drain(client.app)
+    await drain(client.app[STATE])
     health = await client.get("/healthz")
     assert health.status == 503 and (await health.json())["status"] == "draining"
     resp = await client.post("/offer", json={"type": "offer", "sdp": offer_sdp})
@@ -273,30 +275,3 @@ async def test_pages_are_served(client: Client) -> None:
     assert resp.status == 200 and resp.content_type == "image/jpeg"
     picture = cv2.imdecode(np.frombuffer(await resp.read(), np.uint8), cv2.IMREAD_COLOR)
     assert picture is not None and picture.shape[0] >= 64 and picture.std() > 10
-
-
-async def test_loopback_candidates_and_low_latency_receive_are_in_place() -> None:
-    """The two reaches into aiortc/aioice internals still find what they replace."""
-    from streamer.io.webrtc import (
-        _ImmediateAudioBuffer,
-        _MarkerVideoBuffer,
-        use_low_latency_receive,
-    )
-
-    pc = make_peer_connection()
-    pc.addTransceiver("audio", direction="sendrecv")
-    pc.addTransceiver("video", direction="recvonly")
-    use_loopback_candidates(pc, "only")
-    use_low_latency_receive(pc)
-    await pc.setLocalDescription(await pc.createOffer())
-    candidates = [
-        line for line in pc.localDescription.sdp.splitlines() if line.startswith("a=candidate")
-    ]
-    assert candidates and all(" 127.0.0.1 " in line for line in candidates)
-    buffers = {
-        t.kind: t.receiver._RTCRtpReceiver__jitter_buffer  # type: ignore[attr-defined]
-        for t in pc.getTransceivers()
-    }
-    assert isinstance(buffers["audio"], _ImmediateAudioBuffer)
-    assert isinstance(buffers["video"], _MarkerVideoBuffer)
-    await pc.close()

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import pytest
 
 from msadtalker.settle import MotionDamper, PoseBlend, smoothstep
 from msadtalker.silence import smooth_weights
+
+if TYPE_CHECKING:
+    from streamer.types import MotionFrame
+
+# (the speech clip of ``speech.speech_with_gaps``, the motion frames of its audio)
+EnglishMotion = tuple[Any, list["MotionFrame"]]
 
 
 def _steps(blend: PoseBlend, weights: np.ndarray) -> np.ndarray:
@@ -121,22 +129,23 @@ def test_bad_settings() -> None:
 
 
 @pytest.fixture(scope="module")
-def english_motion():
+def english_motion() -> EnglishMotion:
     speech = pytest.importorskip("speech")
     if not speech.have_espeak():
         pytest.skip("espeak-ng not installed")
-    from streamer.build import build_motion_stages
+    from streamer.assembly import build_motion_stages
     from streamer.config import Config
     from streamer.pipeline import Pipeline
     from streamer.types import AudioChunk
 
     clip = speech.speech_with_gaps(speech.ENGLISH[:3], "en", gap_s=1.2)
     audio = speech.add_pink_noise(clip.audio, 20.0, seed=2, clip=clip)
-    frames = list(Pipeline(build_motion_stages(Config())).run([AudioChunk(audio, 0)]))
+    pipeline: Pipeline[MotionFrame] = Pipeline(build_motion_stages(Config()))
+    frames = list(pipeline.run([AudioChunk(audio, 0)]))
     return clip, frames
 
 
-def test_avatar_comes_to_rest_in_pauses_of_real_speech(english_motion) -> None:
+def test_avatar_comes_to_rest_in_pauses_of_real_speech(english_motion: EnglishMotion) -> None:
     clip, frames = english_motion
     n = len(frames)
     pose = np.array([[f.pose.pitch, f.pose.yaw, f.pose.roll] for f in frames])
@@ -155,7 +164,7 @@ def test_avatar_comes_to_rest_in_pauses_of_real_speech(english_motion) -> None:
     assert step[~speech_frames].max() <= 1.2 * np.percentile(step[speech_frames], 99)
 
 
-def test_mouth_never_reopens_as_a_pause_begins(english_motion) -> None:
+def test_mouth_never_reopens_as_a_pause_begins(english_motion: EnglishMotion) -> None:
     clip, frames = english_motion
     mouth = np.array([f.mouth_open for f in frames])
     for start, end in clip.gaps[1:-1]:  # pauses between sentences

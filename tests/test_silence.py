@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -14,7 +16,9 @@ from msadtalker.silence import (
 )
 
 
-def _lips_with_gaps(n: int, gaps: list[tuple[int, int]], seed: int = 0):
+def _lips_with_gaps(
+    n: int, gaps: list[tuple[int, int]], seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Speech-like lip motion with perfectly still stretches at ``gaps`` [start, stop)."""
     rng = np.random.default_rng(seed)
     t = np.arange(n)
@@ -26,8 +30,8 @@ def _lips_with_gaps(n: int, gaps: list[tuple[int, int]], seed: int = 0):
     return upper, lower
 
 
-def _run_causal(weighter: CausalSilenceWeighter, upper, lower):
-    out = []
+def _run_causal(weighter: CausalSilenceWeighter, upper: np.ndarray, lower: np.ndarray) -> list[Any]:
+    out: list[Any] = []
     for u, low in zip(upper, lower, strict=True):
         out.extend(weighter.push(u, low))
     out.extend(weighter.flush())
@@ -154,7 +158,7 @@ def test_bad_config() -> None:
 
 
 @pytest.fixture(scope="module")
-def speech_clips():
+def speech_clips() -> dict[str, Any]:
     speech = pytest.importorskip("speech")
     if not speech.have_espeak():
         pytest.skip("espeak-ng not installed")
@@ -164,14 +168,15 @@ def speech_clips():
     }
 
 
-def _pipeline_silence(audio: np.ndarray):
-    from streamer.build import build_motion_stages
+def _pipeline_silence(audio: np.ndarray) -> tuple[np.ndarray, ...]:
+    from streamer.assembly import build_motion_stages
     from streamer.config import Config
     from streamer.pipeline import Pipeline
-    from streamer.types import AudioChunk
+    from streamer.types import AudioChunk, MotionFrame
 
+    pipeline: Pipeline[MotionFrame] = Pipeline(build_motion_stages(Config()))
     frames = list(
-        Pipeline(build_motion_stages(Config())).run(
+        pipeline.run(
             AudioChunk(samples=audio[i : i + 320], start=i) for i in range(0, len(audio), 320)
         )
     )
@@ -184,7 +189,9 @@ def _pipeline_silence(audio: np.ndarray):
 
 @pytest.mark.parametrize("snr_db", [None, 10.0], ids=["clean", "pink10dB"])
 @pytest.mark.parametrize("language", ["en", "cmn"])
-def test_detector_finds_inserted_gaps_in_speech(speech_clips, language, snr_db):
+def test_detector_finds_inserted_gaps_in_speech(
+    speech_clips: dict[str, Any], language: str, snr_db: float | None
+) -> None:
     from speech import add_pink_noise
 
     clip = speech_clips[language]

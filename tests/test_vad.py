@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -11,16 +12,26 @@ from live_fakes import FakeFeatureStage, FakeLipStage, speech_like
 from msadtalker.silence import SilenceConfig
 from msadtalker.timing import SAMPLES_PER_FRAME
 from streamer.pipeline import Pipeline
+from streamer.stages.contract import Stage
 from streamer.stages.silence import SilenceStage
-from streamer.types import AudioChunk
+from streamer.types import AudioChunk, SilenceFrame
 
 pytest.importorskip("webrtcvad")
 
 
-def _silent_flags(audio: np.ndarray, source: str, lips: object | None = None) -> np.ndarray:
+def _silent_flags(
+    audio: np.ndarray,
+    source: Literal["lips", "vad", "both"],
+    lips: Stage[Any, Any] | None = None,
+) -> np.ndarray:
     config = dataclasses.replace(SilenceConfig(), source=source)
-    stages = [FakeFeatureStage(), lips or FakeLipStage(), SilenceStage(config, lookahead=2)]
-    frames = list(Pipeline(stages).run([AudioChunk(audio, 0)]))
+    stages: list[Stage[Any, Any]] = [
+        FakeFeatureStage(),
+        lips or FakeLipStage(),
+        SilenceStage(config, lookahead=2),
+    ]
+    pipeline: Pipeline[SilenceFrame] = Pipeline(stages)
+    frames = list(pipeline.run([AudioChunk(audio, 0)]))
     return np.array([f.silent for f in frames])
 
 

@@ -1,27 +1,33 @@
-"""The WebRTC edges in isolation: output tracks, receive buffers, loopback mode."""
+"""The WebRTC edges in isolation: output tracks, receive buffers, loopback mode, and the
+reaches into aiortc internals (``streamer.io.aiortc_workarounds``)."""
 
 from __future__ import annotations
 
 import fractions
 from dataclasses import replace
+from typing import Any
 
 import av
 import cv2
 import numpy as np
 import pytest
+from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RtpPacket
 from live_fakes import FakeRenderStage
 
 from streamer.bench.mouth import rest_motion
 from streamer.fanout import FanOut
-from streamer.io.webrtc import (
-    AvatarVideoTrack,
-    SpeechAudioTrack,
-    _ImmediateAudioBuffer,
-    _MarkerVideoBuffer,
+from streamer.io.aiortc_workarounds import (
+    ImmediateAudioBuffer,
+    MarkerVideoBuffer,
+    remote_receives,
     resolve_loopback_mode,
+    sends_opus,
+    use_loopback_candidates,
+    use_low_latency_receive,
 )
+from streamer.io.webrtc import AvatarVideoTrack, SpeechAudioTrack, make_peer_connection
 from streamer.types import VideoFrame
 
 
@@ -52,7 +58,8 @@ async def test_video_track_frames_keep_the_picture(shape: tuple[int, int, int]) 
     # Even sizes go out as I420 converted here, odd ones as RGB for aiortc to convert: either
     # way the encoder sees the picture (BT.601 limited range, as swscale would make it).
     rng = np.random.default_rng(0)
-    image = cv2.GaussianBlur(rng.integers(0, 256, shape, dtype=np.uint8), (0, 0), 2.0)
+    noise = rng.integers(0, 256, shape, dtype=np.uint8)
+    image = np.asarray(cv2.GaussianBlur(noise, (0, 0), 2.0), dtype=np.uint8)
     fanout = FanOut(default_size=8)
     track = AvatarVideoTrack(fanout.subscribe("v"))
     fanout.publish(replace(_frame(0), image=image))
@@ -77,12 +84,14 @@ async def test_audio_track_sends_20ms_48k_frames_and_fills_dropped_frames() -> N
     fanout.publish(_frame(0, 0.5))
     fanout.publish(_frame(2, 0.5))  # frame 1 never reached this subscriber
     fanout.end()
-    frames = []
+    frames: list[av.AudioFrame] = []
     while True:
         try:
-            frames.append(await track.recv())
+            frame = await track.recv()
         except MediaStreamError:
             break
+        assert isinstance(frame, av.AudioFrame)  # PCM: aiortc encodes it
+        frames.append(frame)
     assert [f.samples for f in frames] == [960] * 6
     assert [f.pts for f in frames] == [0, 960, 1920, 2880, 3840, 4800]
     assert all(f.sample_rate == 48000 and f.format.name == "s16" for f in frames)
@@ -99,7 +108,7 @@ def _packet(seq: int, ts: int, marker: bool = False, data: bytes = b"x") -> RtpP
 
 
 def test_marker_buffer_releases_a_frame_at_its_last_packet() -> None:
-    buffer = _MarkerVideoBuffer()
+    buffer = MarkerVideoBuffer()
     assert buffer.add(_packet(10, 1000, data=b"a"))[1] is None
     frame = buffer.add(_packet(11, 1000, marker=True, data=b"b"))[1]
     assert frame is not None and frame.data == b"ab" and frame.timestamp == 1000
@@ -108,7 +117,7 @@ def test_marker_buffer_releases_a_frame_at_its_last_packet() -> None:
 
 
 def test_audio_buffer_releases_every_packet_and_drops_late_ones() -> None:
-    buffer = _ImmediateAudioBuffer()
+    buffer = ImmediateAudioBuffer()
     assert buffer.add(_packet(5, 960))[1] is not None
     assert buffer.add(_packet(7, 2880))[1] is not None  # 6 lost: a pts gap, filled later
     assert buffer.add(_packet(6, 1920))[1] is None  # too late: dropped
@@ -141,13 +150,14 @@ async def test_audio_track_encodes_opus_itself_with_the_frames_pts() -> None:
         motion = replace(frame.motion, silence=replace(frame.motion.silence, lips=lips))
         fanout.publish(replace(frame, motion=motion))
     fanout.end()
-    packets = []
+    packets: list[av.Packet[Any]] = []
     while True:
         try:
-            packets.append(await track.recv())
+            packet = await track.recv()
         except MediaStreamError:
             break
-    assert all(isinstance(p, av.Packet) for p in packets)
+        assert isinstance(packet, av.Packet)  # encoded here, not by aiortc
+        packets.append(packet)
     assert [p.pts for p in packets] == [960 * k for k in range(8)]
     assert all(p.time_base == fractions.Fraction(1, 48000) for p in packets)
     decoder = av.CodecContext.create("opus", "r")
@@ -157,3 +167,47 @@ async def test_audio_track_encodes_opus_itself_with_the_frames_pts() -> None:
     levels = [np.abs(f.to_ndarray()).mean() / k for f, k in zip(decoded, scale, strict=True)]
     # Opus delays by its 312-sample pre-skip: the fill's second packet is silent throughout.
     assert min(levels[:4]) > 0.2 and levels[5] < 0.02 and levels[7] > 0.2
+
+
+async def _negotiated(audio: str) -> RTCPeerConnection:
+    """An answering peer connection that has taken an offer of ``audio`` + recvonly video
+    (Opus first, as browsers and aiortc offer it)."""
+    offerer = make_peer_connection()
+    offerer.addTransceiver("audio", direction=audio)
+    offerer.addTransceiver("video", direction="recvonly")
+    use_loopback_candidates(offerer, "only")
+    await offerer.setLocalDescription(await offerer.createOffer())
+    answerer = make_peer_connection()
+    await answerer.setRemoteDescription(offerer.localDescription)
+    await offerer.close()
+    return answerer
+
+
+async def test_every_reach_into_aiortc_internals_finds_its_target(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``streamer.io.aiortc_workarounds`` warns and falls back when aiortc changed; with the
+    pinned aiortc nothing may fall back."""
+    pc = await _negotiated("sendrecv")
+    listen_only = await _negotiated("sendonly")
+    try:
+        use_loopback_candidates(pc, "only")
+        use_low_latency_receive(pc)
+        audio, video = pc.getTransceivers()
+        assert remote_receives(audio) and remote_receives(video) and sends_opus(audio)
+        assert not remote_receives(listen_only.getTransceivers()[0])  # a mic, no speaker
+        await pc.setLocalDescription(await pc.createAnswer())
+        candidates = [
+            line for line in pc.localDescription.sdp.splitlines() if line.startswith("a=candidate")
+        ]
+        assert candidates and all(" 127.0.0.1 " in line for line in candidates)
+        buffers = {
+            t.kind: t.receiver._RTCRtpReceiver__jitter_buffer  # type: ignore[attr-defined]
+            for t in pc.getTransceivers()
+        }
+        assert isinstance(buffers["audio"], ImmediateAudioBuffer)
+        assert isinstance(buffers["video"], MarkerVideoBuffer)
+        assert not [r for r in caplog.records if "internals changed" in r.getMessage()]
+    finally:
+        await pc.close()
+        await listen_only.close()

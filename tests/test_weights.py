@@ -1,7 +1,9 @@
 """Strict checkpoint loading: file discovery, every kind of bad file, other seeds, fingerprint.
 
 Bad files are tiny crafted safetensors / torch files in tmp_path; where a test needs a valid
-725 MB safetensors next to a crafted mapping file, it links the cached synthetic one.
+725 MB safetensors next to a crafted mapping file, it links the cached synthetic one. The other
+seed (7) holds only audio2exp and mapping: a safetensors file with some of the networks loads
+those strictly and names the file and network when asked for another.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -19,10 +22,10 @@ pytest.importorskip("safetensors")
 from safetensors.torch import save_file  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from msadtalker.catalog import MAPPING_FILES  # noqa: E402
 from msadtalker.errors import CheckpointError  # noqa: E402
 from msadtalker.weights import (  # noqa: E402
     ENV_VAR,
-    MAPPING_FILES,
     build_expnet,
     build_face_recon,
     build_mapping,
@@ -168,10 +171,11 @@ def test_foreign_safetensors_is_not_sadtalker(tmp_path: Path) -> None:
 
 
 def test_missing_key_names_the_first_one(tmp_path: Path) -> None:
+    # FIRST_KEY starts kp_extractor: the network is in the file, so it must be complete.
     save_file(_first_tensor(), str(tmp_path / ST_256))
     message = _error(lambda: load_weights(tmp_path, 256, ["audio2exp"]))
     assert f"missing key {SECOND_KEY}" in message and ST_256 in message
-    assert f"{len(safetensors_layout()) - 1} keys missing" in message
+    assert f"{len(official_layout()['kp_extractor']) - 1} keys missing" in message
 
 
 def test_unexpected_key(tmp_path: Path) -> None:
@@ -278,22 +282,31 @@ def test_other_seed_loads_strictly(
     synthetic_checkpoints_for_seed: Callable[[int], Path], synthetic_checkpoints: Path
 ) -> None:
     seed7 = synthetic_checkpoints_for_seed(7)
-    networks = ["audio2exp", "face_3drecon", "mapping", "mapping_full"]
-    extra = [
-        net
-        for net, module in (("kp_extractor", "kp_detector"), ("generator", "generator"))
-        if (Path(__file__).parents[1] / "msadtalker" / "models" / f"{module}.py").exists()
-    ]
-    weights7 = load_weights(seed7, 256, networks + extra)
-    weights0 = load_weights(synthetic_checkpoints, 256, ["audio2exp"])
-    for name in networks + extra:
-        module = build_network(name, weights7)
-        assert not module.training
-    w7 = weights7.state_dict("audio2exp")["mapping1.weight"]
-    w0 = weights0.state_dict("audio2exp")["mapping1.weight"]
-    assert not torch.equal(w7, w0)
-    if "generator" in extra:
-        assert not any(key.endswith("weight_orig") for key in weights7.state_dict("generator"))
+    weights7 = load_weights(seed7, 256, ["audio2exp", "mapping"])
+    weights0 = load_weights(synthetic_checkpoints, 256, ["audio2exp", "mapping"])
+    for name in ("audio2exp", "mapping"):
+        assert not build_network(name, weights7).training
+        for key, value in weights7.state_dict(name).items():
+            if value.is_floating_point() and value.numel() > 1:
+                assert not torch.equal(value, weights0.state_dict(name)[key]), key
+
+
+def test_a_network_missing_from_the_file_is_named(
+    synthetic_checkpoints_for_seed: Callable[[int], Path], tmp_path: Path
+) -> None:
+    seed7 = synthetic_checkpoints_for_seed(7)  # its safetensors file holds only audio2exp
+    for name in ("generator", "face_3drecon"):
+        message = _error(partial(load_weights, seed7, 256, [name]))
+        assert f"{seed7 / ST_256}: holds no {name} tensors (it holds audio2exp)" in message
+    assert "missing " + MAP73 in _error(lambda: load_weights(seed7, 256, ["mapping_full"]))
+    # A network that is in the file but incomplete is refused, whichever network is asked for.
+    layout = official_layout()["audio2exp"]
+    incomplete = {f"audio2exp.{key}": _zeros(*spec) for key, spec in list(layout.items())[:-1]}
+    save_file(incomplete, str(tmp_path / ST_256))
+    last = list(layout)[-1]
+    assert f"missing key audio2exp.{last}" in _error(
+        lambda: load_weights(tmp_path, 256, ["audio2exp"])
+    )
 
 
 def test_fingerprint_follows_content_not_location(

@@ -1,4 +1,5 @@
-"""SadTalker's log-mel front end (FACTS §2), batch form, float64 numpy.
+"""SadTalker's log-mel front end, batch form, float64 numpy (official: OpenTalker/SadTalker
+``src/utils/audio.py`` for the spectrogram, ``src/generate_batch.py`` for the per-frame windows).
 
 ``log_mel(wav)``: 16 kHz mono waveform -> (T_mel, 80) normalised log-mel in [-4, 4]:
 cut to ``640 * T`` samples (T = floor(n / 640)), pre-emphasis 0.97, centred STFT (zero pad
@@ -167,7 +168,7 @@ def cut_waveform(wav: np.ndarray) -> np.ndarray:
 
 
 def log_mel(wav16k: np.ndarray) -> np.ndarray:
-    """16 kHz mono waveform -> (T_mel, 80) float64 normalised log-mel (FACTS §2)."""
+    """16 kHz mono waveform -> (T_mel, 80) float64 normalised log-mel (module docstring)."""
     y = preemphasis(cut_waveform(wav16k))
     padded = np.concatenate([np.zeros(PAD), y, np.zeros(PAD)])
     n_rows = 1 + len(y) // HOP

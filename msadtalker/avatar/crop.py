@@ -1,8 +1,8 @@
 """SadTalker's "crop" framing from our 468-point landmarks, and pasting a crop back.
 
-FFHQ-style oriented quad (FACTS §4.2) from the eye centres and the mouth corners (the 68-point
-layout's ``mean(lm[36:42])``, ``mean(lm[42:48])`` and ``(lm[48] + lm[54]) / 2``, which
-``topology`` maps onto the 468-point mesh):
+FFHQ-style oriented quad (official: OpenTalker/SadTalker ``src/utils/croper.py``) from the eye
+centres and the mouth corners (the 68-point layout's ``mean(lm[36:42])``, ``mean(lm[42:48])``
+and ``(lm[48] + lm[54]) / 2``, which ``topology`` maps onto the 468-point mesh):
 
     e2e = eye_r - eye_l, e2m = mouth - eye_avg
     x = e2e - rot90(e2m), normalised, scaled to max(2 |e2e|, 1.8 |e2m|); y = rot90(x)

@@ -10,8 +10,9 @@ same axes as MediaPipe's landmarks, whose z is smaller for points closer to the 
 * ``pitch`` > 0: the head nods DOWN (the nose and chin move down in the image).
 
 All three are offsets in degrees from the pose in the photo. SadTalker's keypoint transform
-(FACTS §8.3) uses ``Rz = [[c, -s], [s, c]]`` on y-down keypoints, i.e. its positive roll is
-clockwise on screen: negate roll when feeding SadTalker angles to this renderer.
+(official: OpenTalker/SadTalker ``src/facerender/modules/make_animation.py``,
+``get_rotation_matrix``) uses ``Rz = [[c, -s], [s, c]]`` on y-down keypoints, i.e. its positive
+roll is clockwise on screen: negate roll when feeding SadTalker angles to this renderer.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Wav2Lip-style audio encoder used by ExpNet (FACTS §5): one mel window -> 512 features.
+"""Wav2Lip-style audio encoder used by ExpNet: one mel window -> 512 features (official:
+OpenTalker/SadTalker ``src/audio2exp_models/networks.py``, ``SimpleWrapperV2.audio_encoder``).
 
 Input ``mel`` (B, 1, 80, 16): 80 mel bins (height) x 16 mel frames (width), values in [-4, 4].
 Output (B, 512, 1, 1). Frames are independent (no delay, no state).

@@ -1,4 +1,5 @@
-"""Dense motion network of the SadTalker generator (FACTS §9.2).
+"""Dense motion network of the SadTalker generator (official: OpenTalker/SadTalker
+``src/facerender/modules/dense_motion.py``).
 
 From the (compressed) source feature volume and the source / driving keypoints it predicts, at
 feature resolution d x h x w = 16 x S/4 x S/4:

@@ -1,4 +1,5 @@
-"""ExpNet (SadTalker audio2exp, the SimpleWrapperV2 path; FACTS §5).
+"""ExpNet (SadTalker audio2exp, the SimpleWrapperV2 path; official: OpenTalker/SadTalker
+``src/audio2exp_models/networks.py``, run by ``src/audio2exp_models/audio2exp.py``).
 
 Per video frame: ``mel`` (B, 1, 80, 16) window in [-4, 4], ``ref_exp`` (B, 64) the source
 image's 3DMM expression, ``blink_ratio`` (B, 1) eye-blink control in [0, 1]

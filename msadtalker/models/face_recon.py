@@ -1,4 +1,6 @@
-"""Face reconstruction network (Deep3DFaceRecon ``ReconNetWrapper``; FACTS §3, §4.4).
+"""Face reconstruction network (Deep3DFaceRecon ``ReconNetWrapper``; official: OpenTalker/SadTalker
+``src/face3d/models/networks.py``, its output split and alignment in ``src/utils/preprocess.py``
+and ``src/face3d/util/preprocess.py``).
 
 Input ``image`` (B, 3, 224, 224) RGB in [0, 1] (no mean/std normalisation), a face aligned by
 ``align_face`` (below). Output ``coeffs`` (B, 257) 3DMM coefficients:
@@ -28,7 +30,7 @@ _HEAD_SIZES = (80, 64, 80, 3, 27, 2, 1)
 _STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))  # (width, blocks, stride)
 _EXPANSION = 4
 
-# Slices of the 257-vector (FACTS §3).
+# Slices of the 257-vector (official ``split_coeff`` in src/utils/preprocess.py).
 ID = slice(0, 80)
 EXP = slice(80, 144)
 TEX = slice(144, 224)
@@ -124,7 +126,7 @@ class FaceReconNet(nn.Module):
 def coeffs_73(coeffs_257: torch.Tensor, align_params: torch.Tensor) -> torch.Tensor:
     """SadTalker's per-image vector ``[exp 64 | angle 3 | trans 3 | s, tx, ty]`` (B, 73).
 
-    ``align_params`` (B, 3) or (3,) are the alignment's ``(s, tx, ty)`` (FACTS §4.3).
+    ``align_params`` (B, 3) or (3,) are the alignment's ``(s, tx, ty)`` (official ``align_img``).
     """
     params = align_params.to(coeffs_257.dtype).reshape(-1, 3).expand(coeffs_257.shape[0], 3)
     return torch.cat(
@@ -132,7 +134,7 @@ def coeffs_73(coeffs_257: torch.Tensor, align_params: torch.Tensor) -> torch.Ten
     )
 
 
-# --- alignment (FACTS §4.3) -------------------------------------------------------------------
+# --- alignment (official ``src/face3d/util/preprocess.py``, ``align_img``) ---------------------
 
 # Standard 3-D positions of (left eye, right eye, nose tip, mouth left, mouth right).
 STANDARD_POINTS_3D = np.array(

@@ -1,4 +1,5 @@
-"""OcclusionAwareSPADEGenerator: SadTalker's face-vid2vid renderer (FACTS §9).
+"""OcclusionAwareSPADEGenerator: SadTalker's face-vid2vid renderer (official: OpenTalker/SadTalker
+``src/facerender/modules/generator.py``).
 
 Inputs: ``source_image`` (B, 3, S, S) RGB in [0, 1]; ``kp_source`` and ``kp_driving`` (B, 15, 3)
 keypoints in [-1, 1]. Output :class:`GeneratorOutput`: the rendered frame (B, 3, S, S) in [0, 1]

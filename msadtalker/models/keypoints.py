@@ -1,4 +1,5 @@
-"""Head pose and keypoint transformation of face-vid2vid as used by SadTalker (FACTS §8.2-8.3).
+"""Head pose and keypoint transformation of face-vid2vid as used by SadTalker (official:
+OpenTalker/SadTalker ``src/facerender/modules/make_animation.py``).
 
 Canonical keypoints ``kp`` (B or 1, 15, 3) from the KPDetector are rotated by the head pose,
 shifted by the translation (only its y component) and offset by the expression deltas:

@@ -1,4 +1,5 @@
-"""Canonical 3-D keypoint detector of face-vid2vid as used by SadTalker (FACTS §8.1).
+"""Canonical 3-D keypoint detector of face-vid2vid as used by SadTalker (official:
+OpenTalker/SadTalker ``src/facerender/modules/keypoint_detector.py``).
 
 Input ``image`` (B, 3, S, S) RGB in [0, 1], S = 256 or 512 (any multiple of 128 works).
 Output ``keypoints`` (B, 15, 3): expected (x, y, z) coordinates in [-1, 1] of 15 soft-argmax

@@ -1,4 +1,5 @@
-"""MappingNet (SadTalker facerender ``mapping``; FACTS §7): 3DMM windows -> keypoint motion.
+"""MappingNet (official: OpenTalker/SadTalker ``src/facerender/modules/mapping.py``): 3DMM windows
+-> keypoint motion.
 
 Input ``coeffs`` (B, C, 27): C = 70 (``[exp 64 | angles 3 | trans 3]``, preprocess crop /
 extcrop / resize, checkpoint ``mapping_00229-model.pth.tar``) or 73 (+ the source's alignment
@@ -19,6 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from msadtalker.catalog import mapping_network
 from msadtalker.models.contract import ExportContract, TensorSpec
 
 WINDOW = 27
@@ -26,7 +28,6 @@ DESCRIPTOR = 1024
 NUM_BINS = 66
 NUM_KP = 15
 LAYERS = 3
-COEFF_NC = (70, 73)
 
 
 class MappingOutput(NamedTuple):
@@ -44,8 +45,7 @@ class MappingNet(nn.Module):
 
     def __init__(self, coeff_nc: int = 70) -> None:
         super().__init__()
-        if coeff_nc not in COEFF_NC:
-            raise ValueError(f"coeff_nc must be one of {COEFF_NC}, got {coeff_nc}")
+        mapping_network(coeff_nc)  # raises for a count no official mapping network takes
         self.coeff_nc = coeff_nc
         self.first = nn.Sequential(nn.Conv1d(coeff_nc, DESCRIPTOR, kernel_size=7, bias=True))
         for i in range(LAYERS):
@@ -82,7 +82,7 @@ class MappingNet(nn.Module):
         batch = {0: "batch"}
         coeff_nc = self.coeff_nc
         return ExportContract(
-            name="mapping" if coeff_nc == 70 else "mapping_full",
+            name=mapping_network(coeff_nc),
             inputs=(TensorSpec("coeffs", (2, coeff_nc, WINDOW), batch),),
             outputs=(
                 TensorSpec("yaw", (2, NUM_BINS), batch),

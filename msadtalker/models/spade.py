@@ -1,4 +1,6 @@
-"""SPADE image decoder of the SadTalker generator (FACTS §9.3).
+"""SPADE image decoder of the SadTalker generator (official: OpenTalker/SadTalker
+``src/facerender/modules/generator.py`` ``SPADEDecoder``, its blocks in
+``src/facerender/modules/util.py``).
 
 Input ``feature`` (B, 256, S/4, S/4): the warped, occlusion-weighted source features, used both
 as the decoded signal and as the SPADE conditioning map ``seg``. Output (B, 3, S, S) RGB in

@@ -1,4 +1,4 @@
-"""SadTalker's per-frame coefficient rows and the mapping network's 27-frame windows (FACTS §3, §7).
+"""SadTalker's per-frame coefficient rows and the mapping network's 27-frame windows.
 
 A row is ``[exp 64 | angles 3 (pitch, yaw, roll, radians) | trans 3]`` (70, crop mode,
 ``mapping``) or the same plus the source's alignment ``(s, tx, ty)`` (73, full mode,
@@ -8,6 +8,9 @@ with every index clamped to ``[0, last]``, transposed to (C, 27). Offline ``last
 frames that have not arrived are treated exactly as the official code treats the end of a
 clip. :class:`WindowBuffer` keeps the rows a stream still needs (at most the radius behind the
 oldest frame not yet emitted, so memory is bounded by the lookahead).
+
+Official: OpenTalker/SadTalker ``src/utils/preprocess.py`` (the coefficient row),
+``src/generate_facerender_batch.py`` (the windows, ``transform_semantic_target``).
 """
 
 from __future__ import annotations
@@ -24,15 +27,6 @@ ANGLES = slice(64, 67)
 TRANS = slice(67, 70)
 CROP_PARAMS = slice(70, 73)
 RADIUS = WINDOW // 2  # 13: the official semantic radius
-MAPPING_FOR_MODE = {"crop": ("mapping", 70), "full": ("mapping_full", 73)}
-
-
-def mapping_for_mode(mode: str) -> tuple[str, int]:
-    """(mapping network, coefficient count) of a render mode, as upstream pairs them."""
-    try:
-        return MAPPING_FOR_MODE[mode]
-    except KeyError:
-        raise ValueError(f"render mode must be 'crop' or 'full', got {mode!r}") from None
 
 
 def window_indices(index: int, last: int) -> np.ndarray:

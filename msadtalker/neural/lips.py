@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 SAMPLE_SPEECH = ("sample_speech_en.wav", "sample_speech_cmn.wav")
 LOUD_FRACTION = 0.25
 SILENT_MEL = -4.0  # the normalised log-mel of digital silence (the clip floor)
-OWN_COLUMNS = slice(6, 10)  # window columns holding the frame's own audio (FACTS §2)
+# Window columns holding the frame's own audio (the window layout: msadtalker.audio.mel).
+OWN_COLUMNS = slice(6, 10)
 NUM_KP = 15
 
 

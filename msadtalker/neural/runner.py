@@ -3,7 +3,7 @@
 Inputs are positional in the network's ``ExportContract`` order (numpy arrays, or the tensors
 a previous call returned with ``keep_on_device``); outputs are numpy arrays by contract name
 unless ``keep_on_device``. The pipeline builds one from an ``engines`` EngineSet
-(``streamer.build.neural``); tests may pass any callable with this shape.
+(``streamer.assembly.neural``); tests may pass any callable with this shape.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Source preparation, once per avatar and checkpoint (FACTS §4.3, §7, §8).
+"""Source preparation, once per avatar and checkpoint (official: OpenTalker/SadTalker
+``src/utils/preprocess.py`` for the coefficients, ``src/generate_facerender_batch.py`` for the
+source semantics, ``src/facerender/modules/make_animation.py`` for the keypoints).
 
 Input: a ``PreparedAvatar`` (our square SadTalker-style crop at the render size S and its 468
 MediaPipe landmarks in crop pixels). Steps:

@@ -34,6 +34,7 @@ import aiohttp
 import numpy as np
 
 from msadtalker.timing import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from streamer.assembly import StageFactory
 from streamer.bench.breakdown import (
     FRAME_MS,
     OnsetBreakdown,
@@ -45,7 +46,6 @@ from streamer.bench.breakdown import (
 from streamer.bench.live import ServerProcess, session_stats
 from streamer.bench.mouth import MouthProbe
 from streamer.bench.signals import OnsetSpeech, onset_speech
-from streamer.build import StageFactory
 from streamer.io.webrtc_client import LoopbackClient
 from streamer.pipeline import Pipeline
 from streamer.types import AudioChunk
@@ -66,12 +66,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from streamer.build import stage_factory
+    from streamer.assembly import stage_factory
     from streamer.commands._options import config_from_args
 
     jitter = {"server.jitter_ms": getattr(args, "jitter_ms", None)}
     config = config_from_args(args, jitter, live=True)
-    stages = stage_factory(config, args.avatar, args.checkpoints)
+    stages = stage_factory(
+        config, args.avatar, args.checkpoints, lookahead_ms=config.server.lookahead_ms
+    )
     argv = _serve_flags(args)
     speech = onset_speech(bursts=args.bursts, seed=getattr(args, "seed", None) or 0)
     return asyncio.run(bench_latency(stages, speech, argv))

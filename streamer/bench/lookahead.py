@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from msadtalker.audio import load_audio
     from msadtalker.avatar import default_avatar_path
     from msadtalker.errors import ConfigError
-    from streamer.build.neural import NeuralAvatar
+    from streamer.assembly.neural import NeuralAvatar
     from streamer.commands._options import checkpoints_of, config_from_args
 
     try:
@@ -99,7 +99,7 @@ class _Chain:
 def _run_chain(motion: Any, config: Any, wav: np.ndarray, lookahead: int) -> _Chain:
     import dataclasses
 
-    from streamer.build import build_motion_stages
+    from streamer.assembly import build_motion_stages
     from streamer.pipeline import Pipeline
     from streamer.stages.neural_keypoints import NeuralKeypointStage
     from streamer.stages.neural_lips import NeuralLipStage

@@ -179,7 +179,7 @@ def bench_motion(
 
 
 def motion_frames(config: Config, audio: np.ndarray) -> list[MotionFrame]:
-    from streamer.build import build_motion_stages
+    from streamer.assembly import build_motion_stages
 
     pipeline: Pipeline[MotionFrame] = Pipeline(build_motion_stages(config))
     chunks = (

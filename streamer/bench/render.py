@@ -122,8 +122,8 @@ def time_renderer(render: Any, frames: int, warmup: int = 25) -> tuple[np.ndarra
 
 
 def time_pipeline(args: argparse.Namespace, renderer: Any) -> dict[str, Any]:
+    from streamer.assembly import build_motion_stages
     from streamer.bench.signals import onset_speech
-    from streamer.build import build_motion_stages
     from streamer.commands._options import config_from_args
     from streamer.io.mp4 import Mp4Writer
     from streamer.offline import run_offline
@@ -131,7 +131,7 @@ def time_pipeline(args: argparse.Namespace, renderer: Any) -> dict[str, Any]:
     from streamer.stages.render import MeshRenderStage
     from streamer.types import AudioChunk
 
-    # The stages ``msadtalker render`` runs (``streamer.build``), around the renderer made
+    # The stages ``msadtalker render`` runs (``streamer.assembly``), around the renderer made
     # above so that avatar preparation stays out of the figure.
     stages = [*build_motion_stages(config_from_args(args)), MeshRenderStage(renderer, args.mode)]
     speech = onset_speech(bursts=max(1, int(args.seconds / 2.0)), seed=0)

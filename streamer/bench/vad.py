@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from streamer.build import build_motion_stages
+    from streamer.assembly import build_motion_stages
     from streamer.commands._options import config_from_args
 
     config = config_from_args(args)

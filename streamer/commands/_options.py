@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from streamer.build import StageFactory, stage_factory
-from streamer.config import Config, live_config, load_config
+from msadtalker.catalog import CHECKPOINTS_ENV
+from streamer.assembly import StageFactory, stage_factory
+from streamer.config import Config, file_sets, load_config
 
-# msadtalker.weights.ENV_VAR; repeated so that building the parser does not import torch.
-CHECKPOINTS_ENV = "MSADTALKER_CHECKPOINTS"
+log = logging.getLogger(__name__)
 
 
 def existing_file(value: str) -> Path:
@@ -113,15 +114,21 @@ def checkpoints_of(args: argparse.Namespace) -> Path | None:
     return Path(env).expanduser() if env else None
 
 
-def stage_factory_from_args(config: Config, args: argparse.Namespace) -> StageFactory:
-    """Prepare the avatar and renderer the flags ask for (see ``streamer.build``)."""
+def stage_factory_from_args(
+    config: Config, args: argparse.Namespace, lookahead_ms: int | None = None
+) -> StageFactory:
+    """Prepare the avatar and renderer the flags ask for (see ``streamer.assembly``).
+    ``lookahead_ms``: the stages' lookahead; ``None`` = ``pipeline.lookahead_ms`` (offline),
+    live commands pass ``server.lookahead_ms``."""
     avatar, face_index = getattr(args, "avatar", None), getattr(args, "face_index", None)
-    return stage_factory(config, avatar, checkpoints_of(args), face_index)
+    return stage_factory(
+        config, avatar, checkpoints_of(args), face_index, lookahead_ms=lookahead_ms
+    )
 
 
 def add_config_flags(parser: argparse.ArgumentParser, live: bool = False) -> None:
-    """``--config``, ``--seed``, ``--lookahead-ms``; ``live``: the lookahead is the server's
-    (``server.lookahead_ms``, default 0) rather than the offline one."""
+    """``--config``, ``--seed``, ``--lookahead-ms``; ``live``: the lookahead is the live
+    sessions' (``server.lookahead_ms``, default 0) rather than the offline one."""
     lookahead_help = (
         "lookahead of the live sessions (default 0 = causal, lowest latency; 80 = the paper's "
         "centred silence window)"
@@ -162,13 +169,31 @@ def add_audio_flag(parser: argparse.ArgumentParser) -> None:
 def config_from_args(
     args: argparse.Namespace, extra: dict[str, Any] | None = None, live: bool = False
 ) -> Config:
-    """Defaults < ``--config`` < flags. ``live``: ``--lookahead-ms`` sets
-    ``server.lookahead_ms`` and the result is the live sessions' config (``live_config``)."""
+    """Defaults < ``--config`` < flags.
+
+    One key per lookahead: offline commands read ``pipeline.lookahead_ms``, live ones (``live``:
+    serve, kiosk, the live benches) ``server.lookahead_ms``, which ``--lookahead-ms`` then sets;
+    neither overwrites the other. A live command's config file that sets only the offline key
+    gets a warning naming both (it would otherwise be ignored without a word)."""
     lookahead_key = "server.lookahead_ms" if live else "pipeline.lookahead_ms"
     overrides: dict[str, Any] = {
         "pipeline.seed": getattr(args, "seed", None),
         lookahead_key: getattr(args, "lookahead_ms", None),
     }
     overrides.update(extra or {})
-    config = load_config(getattr(args, "config", None), overrides)
-    return live_config(config) if live else config
+    path = getattr(args, "config", None)
+    config = load_config(path, overrides)
+    offline_only = (
+        path is not None
+        and file_sets(path, "pipeline.lookahead_ms")
+        and not file_sets(path, "server.lookahead_ms")
+    )
+    if live and offline_only:
+        log.warning(
+            "%s sets pipeline.lookahead_ms = %d, the offline lookahead; live sessions use "
+            "server.lookahead_ms (now %d): set that one for serve/kiosk",
+            path,
+            config.pipeline.lookahead_ms,
+            config.server.lookahead_ms,
+        )
+    return config

@@ -1,11 +1,13 @@
 """``msadtalker check-parity``: compare our networks with official golden data.
 
-Prints one row per check (max |diff|, tolerance, mean |diff|, ok / FAIL / skip) and exits 1 if
-any check fails. ``--json OUT`` writes ``{check: {"max_abs_diff", "tolerance", "ok", ...}}``
-(image checks add ``mean_abs_diff`` / ``frac_off`` and their tolerances). A check is skipped
-(``"ok": null`` plus a ``"skipped"`` reason, not a failure) only when the engine lacks that
-network, e.g. a module not yet present in this checkout. The render size comes from the golden
-file; the checkpoint must be made with the golden file's seed.
+Prints one row per check (max |diff|, tolerance, mean |diff|, ok / FAIL / SKIPPED) and exits 1
+unless every selected check ran and passed. ``--json OUT`` writes ``{check: {"max_abs_diff",
+"tolerance", "ok", ...}}`` (image checks add ``mean_abs_diff`` / ``frac_off`` and their
+tolerances). A check is skipped (``"ok": null`` plus a ``"skipped"`` reason) when the engine
+lacks its network or the golden data cannot drive it; a skipped check verified nothing, so it
+makes the exit code 1 too (select what the engine serves with ``--only``). The golden file is
+the official ``golden_seed<N>.npz`` or its compact form (tests/data); the render size comes from
+it and the checkpoint must be made with its seed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from engines.base import BACKENDS
 from msadtalker.errors import ConfigError
 from streamer.commands._options import existing_file, writable_path
 
@@ -41,13 +44,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=existing_file,
         required=True,
         metavar="NPZ",
-        help="golden data file (golden_seed<N>.npz); its seed must match the checkpoint's",
+        help=(
+            "golden data file: the official golden_seed<N>.npz or its compact form; its seed "
+            "must match the checkpoint's"
+        ),
     )
     parser.add_argument(
         "--engine",
         default="torch",
         metavar="NAME",
-        help="inference engine (default torch, the only one so far)",
+        help=f"inference backend: {', '.join(BACKENDS)} (default torch)",
     )
     parser.add_argument(
         "--only", metavar="CHECKS", help=f"comma-separated subset of: {CHECKS_HELP}"
@@ -76,10 +82,10 @@ def _groups(value: str | None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from export.golden import load_golden
     from export.parity import (
         all_ok,
         format_table,
-        load_golden,
         make_engine,
         networks_for,
         render_size,
@@ -99,8 +105,10 @@ def run(args: argparse.Namespace) -> int:
     ok = all_ok(results)
     failed = sum(result.ok is False for result in results)
     skipped = sum(result.ok is None for result in results)
-    print(
-        f"{'all checks passed' if ok else f'{failed} check(s) FAILED'}"
-        + (f", {skipped} skipped" if skipped else "")
-    )
+    if ok:
+        print("all checks passed")
+    else:
+        parts = [f"{failed} check(s) FAILED"] if failed else []
+        parts += [f"{skipped} check(s) SKIPPED (not verified)"] if skipped else []
+        print(", ".join(parts) or "no check ran")
     return 0 if ok else 1

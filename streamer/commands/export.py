@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from msadtalker.catalog import NETWORKS, RENDER_SIZES, STREAMING_NETWORKS
 from msadtalker.errors import ConfigError
 from streamer.commands._options import writable_path
 
@@ -22,13 +23,9 @@ if TYPE_CHECKING:
     from export.onnx import ExportedNetwork
     from export.tensorrt import BuiltPlan
 
-# Kept equal to export.onnx.DEFAULT_NETWORKS / engines.contracts.NETWORKS (tested); spelled out
-# so that `msadtalker --help` does not import torch.
-DEFAULT_NETWORKS_HELP = (
-    "audio2exp face_3drecon mapping mapping_full kp_extractor generator_source_encoder "
-    "generator_render"
-)
-ALL_NETWORKS_HELP = DEFAULT_NETWORKS_HELP + " generator"
+# From the torch-free catalog, so that `msadtalker --help` does not import torch.
+DEFAULT_NETWORKS_HELP = " ".join(STREAMING_NETWORKS)
+ALL_NETWORKS_HELP = " ".join(NETWORKS)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -60,13 +57,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="onnx, or tensorrt = onnx plus TensorRT plans (needs TensorRT 10 and a GPU)",
     )
     parser.add_argument(
-        "--size", type=int, choices=(256, 512), default=256, help="render size (default 256)"
+        "--size", type=int, choices=RENDER_SIZES, default=256, help="render size (default 256)"
     )
     parser.add_argument(
         "--networks",
         nargs="+",
         metavar="NAME",
-        help=f"networks to export (default: {DEFAULT_NETWORKS_HELP}; also: generator)",
+        help=f"networks to export (default: {DEFAULT_NETWORKS_HELP}; any of: {ALL_NETWORKS_HELP})",
     )
     parser.add_argument(
         "--opset", type=int, default=20, help="ONNX opset (default 20; the generator needs 20)"

@@ -16,11 +16,11 @@ import os
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
+from aiohttp import web
 
-from streamer.build import StageFactory
+from streamer.assembly import StageFactory
 from streamer.clock import RealtimeClock
 from streamer.commands._options import (
     add_avatar_flags,
@@ -29,11 +29,12 @@ from streamer.commands._options import (
     config_from_args,
     stage_factory_from_args,
 )
-from streamer.commands.serve import run_async, serve
 from streamer.config import Config
 from streamer.fanout import Subscription
 from streamer.io.mic import MicSource, list_input_devices
-from streamer.server import add_local_publisher
+from streamer.server.peers import add_local_publisher
+from streamer.server.run import run_async, serve
+from streamer.server.state import STATE
 from streamer.session import LiveSession
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     device: int | str | None = args.device
     if isinstance(device, str) and device.isdigit():
         device = int(device)
-    stages = stage_factory_from_args(config, args)
+    stages = stage_factory_from_args(config, args, lookahead_ms=config.server.lookahead_ms)
     window = not args.no_window and has_display()
 
     def announce(url: str) -> None:
@@ -110,8 +111,8 @@ async def run_kiosk(
     shower = CvWindow(session.subscribe("window")) if window else None
     session.start()
 
-    def publish(app: Any) -> None:
-        add_local_publisher(app, session, KIOSK_ROOM)
+    def publish(app: web.Application) -> None:
+        add_local_publisher(app[STATE], session, KIOSK_ROOM)
 
     try:
         await serve(config, stages, announce, stop=stop, on_start=publish)

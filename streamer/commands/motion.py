@@ -2,7 +2,7 @@
 
 The lip source is the default articulator, or with ``--checkpoints`` (or
 ``$MSADTALKER_CHECKPOINTS``) SadTalker's ExpNet + MappingNet lip keypoints of the neural path
-(``streamer.build.neural``; no generator is loaded). The trace has the same columns either way.
+(``streamer.assembly.neural``; no generator is loaded). The trace has the same columns either way.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from streamer.build import build_motion_stages, neural_module, resolve_renderer
+from streamer.assembly import build_motion_stages, neural_module, resolve_renderer
 from streamer.commands._options import (
     add_audio_flag,
     add_config_flags,

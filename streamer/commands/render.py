@@ -1,6 +1,6 @@
 """``msadtalker render``: speech + portrait -> mp4 (H.264 25 fps + AAC), optional trace/plot.
 
-The stages come from ``streamer.build.stage_factory``, the same call the live server makes per
+The stages come from ``streamer.assembly.stage_factory``, the same call the live server makes per
 session; here the source is the audio file, the sinks the mp4/trace/plot writers and there is
 no pacer. Every output is written under a temporary name and renamed on success, so a failed
 run leaves nothing half-written at ``--out``.
@@ -13,7 +13,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from streamer.build import resolve_renderer
+from streamer.assembly import resolve_renderer
 from streamer.commands._options import (
     add_audio_flag,
     add_avatar_flags,

@@ -16,18 +16,11 @@
   the GIL those round trips alone fell behind 50 packets/s (the audio queue overflowed at 4
   sessions on 2 cores while the CPU was half idle).
 * ``pump_mic``: a remote audio track -> ``MicFrameConverter`` -> ``LiveSession.feed``.
-* ``use_loopback_candidates``: aioice gathers host candidates from the interfaces' addresses
-  but skips 127.0.0.1, so a browser and a server on one machine (or anything inside a network
-  namespace with only ``lo``) never connect. This makes a peer connection gather 127.0.0.1
-  too ("add") or only ("only"); see ``ServerConfig.ice_loopback``.
-* ``use_low_latency_receive``: aiortc's receive jitter buffer holds 4 audio packets (80 ms)
-  before it releases one, and completes a video frame only when the next frame's first packet
-  arrives (+40 ms). Opus packets are whole frames and video frames end at the RTP marker bit,
-  so each can be released as soon as it is complete; loss then shows as a pts gap, which the
-  ingest fills with silence.
+* ``make_peer_connection``, ``close_quietly``: peer connections with explicit ICE servers,
+  closed without raising.
 
-The last two reach into aiortc/aioice internals (pinned ``aiortc<2``); each checks that what
-it replaces is there and logs a warning and leaves the default in place when it is not.
+What reaches into aiortc / aioice internals (loopback ICE candidates, low-latency receive
+buffers, the offer's directions and codecs) is in ``streamer.io.aiortc_workarounds``.
 """
 
 from __future__ import annotations
@@ -35,17 +28,14 @@ from __future__ import annotations
 import asyncio
 import fractions
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any
 
 import av
 import cv2
 import numpy as np
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
-from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from aiortc.rtp import RtpPacket
-from aiortc.utils import uint16_gt
 
 from msadtalker.timing import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from streamer.fanout import Subscription
@@ -60,8 +50,6 @@ AUDIO_OUT_RATE = 48_000
 AUDIO_PACKET = AUDIO_OUT_RATE // 50  # 960 samples = 20 ms
 AUDIO_PER_FRAME = SAMPLES_PER_FRAME * AUDIO_OUT_RATE // SAMPLE_RATE  # 1920
 MAX_SILENCE_FILL_FRAMES = FPS  # beyond 1 s of missing frames the audio re-syncs instead
-
-LoopbackMode = Literal["only", "add", "off"]
 
 
 class AvatarVideoTrack(MediaStreamTrack):
@@ -205,124 +193,6 @@ def make_peer_connection(stun_url: str = "") -> RTCPeerConnection:
     server, which is slow or unreachable on closed networks)."""
     servers = [RTCIceServer(urls=stun_url)] if stun_url else []
     return RTCPeerConnection(configuration=RTCConfiguration(iceServers=servers))
-
-
-def resolve_loopback_mode(setting: str, host: str) -> LoopbackMode:
-    if setting == "auto":
-        loopback_hosts = {"127.0.0.1", "localhost", "::1"}
-        return "only" if host in loopback_hosts or host.startswith("127.") else "off"
-    if setting not in ("only", "add", "off"):
-        raise ValueError(f"unknown ice_loopback mode {setting!r}")
-    return setting  # type: ignore[return-value]
-
-
-def use_loopback_candidates(pc: RTCPeerConnection, mode: LoopbackMode) -> None:
-    """Make every ICE transport of ``pc`` gather 127.0.0.1 (see the module docstring).
-
-    Call after the transceivers exist (answerer: after ``setRemoteDescription``; offerer:
-    after ``addTrack``/``addTransceiver``) and before ``setLocalDescription`` gathers.
-    """
-    if mode == "off":
-        return
-    for transceiver in pc.getTransceivers():
-        gatherer = transceiver.sender.transport.transport.iceGatherer
-        connection = getattr(gatherer, "_connection", None)
-        needed = ("_local_candidates_start", "_local_candidates", "_components")
-        if connection is None or not all(hasattr(connection, a) for a in needed):
-            log.warning("aioice internals changed: loopback ICE candidates not added")
-            return
-        if getattr(connection, "_loopback_mode", None) is not None:
-            continue
-        connection._loopback_mode = mode
-        connection.gather_candidates = _loopback_gatherer(connection, mode)
-
-
-def _loopback_gatherer(connection: Any, mode: LoopbackMode) -> Callable[[], Awaitable[None]]:
-    from aioice.ice import get_host_addresses
-
-    async def gather_candidates() -> None:
-        # aioice's own gather_candidates, with 127.0.0.1 in (or as) the address list.
-        if connection._local_candidates_start:
-            return
-        connection._local_candidates_start = True
-        addresses: list[str] = []
-        if mode == "add":
-            addresses = get_host_addresses(
-                use_ipv4=connection._use_ipv4, use_ipv6=connection._use_ipv6
-            )
-        addresses.append("127.0.0.1")
-        for component in sorted(connection._components):
-            connection._local_candidates += await connection.get_component_candidates(
-                component=component, addresses=addresses
-            )
-        connection._local_candidates_end = True
-
-    return gather_candidates
-
-
-class _ImmediateAudioBuffer(JitterBuffer):
-    """Releases every Opus packet at once (each is a whole frame); drops late duplicates."""
-
-    def __init__(self) -> None:
-        super().__init__(capacity=16)
-        self._last_seq: int | None = None
-
-    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
-        if self._last_seq is not None and not uint16_gt(packet.sequence_number, self._last_seq):
-            return False, None
-        self._last_seq = packet.sequence_number
-        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)  # type: ignore[attr-defined]
-
-
-class _MarkerVideoBuffer(JitterBuffer):
-    """aiortc's video buffer, but a frame is complete at its marker bit (as browsers do)."""
-
-    def __init__(self) -> None:
-        super().__init__(capacity=512, is_video=True)
-
-    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
-        packets: list[RtpPacket] = []
-        timestamp = None
-        origin = self._origin
-        if origin is None:
-            return None
-        for count in range(self._capacity):
-            packet = self._packets[(origin + count) % self._capacity]
-            if packet is None:
-                return None
-            if timestamp is None:
-                timestamp = packet.timestamp
-            elif packet.timestamp != timestamp:
-                return self._take(packets, timestamp, count)
-            packets.append(packet)
-            if packet.marker:
-                return self._take(packets, timestamp, count + 1)
-        return None
-
-    def _take(self, packets: list[RtpPacket], timestamp: int, count: int) -> JitterFrame:
-        frame = JitterFrame(
-            data=b"".join(p._data for p in packets),  # type: ignore[attr-defined]
-            timestamp=timestamp,
-        )
-        self.remove(count)
-        return frame
-
-
-def use_low_latency_receive(pc: RTCPeerConnection) -> None:
-    """Swap aiortc's receive jitter buffers for the low-latency ones (module docstring).
-
-    Call after the transceivers exist and before media flows.
-    """
-    attr = "_RTCRtpReceiver__jitter_buffer"
-    for transceiver in pc.getTransceivers():
-        receiver = transceiver.receiver
-        if not isinstance(getattr(receiver, attr, None), JitterBuffer):
-            log.warning("aiortc internals changed: default receive jitter buffer kept")
-            return
-        kind = transceiver.kind
-        setattr(
-            receiver, attr, _ImmediateAudioBuffer() if kind == "audio" else _MarkerVideoBuffer()
-        )
 
 
 async def close_quietly(pc: RTCPeerConnection) -> None:

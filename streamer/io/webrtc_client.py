@@ -27,14 +27,12 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from msadtalker.timing import SAMPLE_RATE
 from streamer.ingest import StreamResampler, frame_to_mono
-from streamer.io.webrtc import (
+from streamer.io.aiortc_workarounds import (
     LoopbackMode,
-    OpusPacketEncoder,
-    close_quietly,
-    make_peer_connection,
     use_loopback_candidates,
     use_low_latency_receive,
 )
+from streamer.io.webrtc import OpusPacketEncoder, close_quietly, make_peer_connection
 
 log = logging.getLogger(__name__)
 

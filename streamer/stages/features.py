@@ -2,7 +2,8 @@
 
 Input: contiguous 16 kHz mono chunks of any length (``chunk.start`` must equal the previous
 chunk's end; the first starts at 0). Output: one ``FeatureFrame`` per 40 ms video frame, in
-order, ``audio`` (640,) float32 and ``mel`` (80, 16) float32 = SadTalker's window (FACTS §2).
+order, ``audio`` (640,) float32 and ``mel`` (80, 16) float32 = SadTalker's window
+(``msadtalker.audio.mel``).
 
 Lookahead ``L`` (``lookahead_frames``, 0..3). The official window of frame i reads mel rows
 ``s_i .. s_i + 15`` (``s_i = int(80 (i - 2) / 25)``); rows ``s_i + 6 .. s_i + 9`` are the

@@ -30,7 +30,7 @@ class RoomRegistry(Generic[PeerT]):
 
     def __init__(self, prefix: str = "") -> None:
         self._rooms: dict[str, Room[PeerT]] = {}
-        self._prefix = prefix  # of the random ids (a worker's, see ``streamer.cluster``)
+        self._prefix = prefix  # of the random ids (a worker's, see ``streamer.server.cluster``)
 
     def __len__(self) -> int:
         return len(self._rooms)

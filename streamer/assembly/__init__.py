@@ -2,8 +2,8 @@
 
 Offline render, ``motion``, the live server and the kiosk all build their stages here; only
 the source, the sinks and the clock around the pipeline differ. The motion stages
-(``streamer.build.motion``) are shared; the two renderers' factories sit side by side:
-``streamer.build.mesh`` (default, CPU) and ``streamer.build.neural`` (checkpoints; imported
+(``streamer.assembly.motion``) are shared; the two renderers' factories sit side by side:
+``streamer.assembly.mesh`` (default, CPU) and ``streamer.assembly.neural`` (checkpoints; imported
 only when chosen, because it needs torch).
 
 ``stage_factory`` prepares what is expensive and stateless once per process (the avatar and its
@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Literal
 
 from msadtalker.errors import ConfigError
-from streamer.build.motion import StageFactory, build_motion_stages, lookahead_frames
+from streamer.assembly.motion import StageFactory, build_motion_stages, lookahead_frames
 from streamer.config import Config
 
 __all__ = [
@@ -47,27 +47,32 @@ def stage_factory(
     avatar: Path | None = None,
     checkpoints: Path | None = None,
     face_index: int | None = None,
+    *,
+    lookahead_ms: int | None = None,
 ) -> StageFactory:
     """Prepare the avatar and renderer now (input errors surface here, before any stream);
-    return a callable that builds one stream's full stage list (motion stages + render)."""
+    return a callable that builds one stream's full stage list (motion stages + render).
+
+    ``lookahead_ms``: the lookahead to build with; ``None`` = ``pipeline.lookahead_ms`` (the
+    offline one). Live sessions pass ``server.lookahead_ms``."""
     from msadtalker.avatar import default_avatar_path
 
     photo = avatar or default_avatar_path()
     if resolve_renderer(config, checkpoints) == "neural":
         factory: StageFactory = neural_module().neural_factory(
-            config, photo, checkpoints, face_index
+            config, photo, checkpoints, face_index, lookahead_ms
         )
         return factory
-    from streamer.build.mesh import mesh_factory
+    from streamer.assembly.mesh import mesh_factory
 
-    return mesh_factory(config, photo, face_index)
+    return mesh_factory(config, photo, face_index, lookahead_ms)
 
 
 def neural_module() -> ModuleType:
-    """``streamer.build.neural``, imported on demand: the neural path needs torch, which the
+    """``streamer.assembly.neural``, imported on demand: the neural path needs torch, which the
     mesh path never loads; without it, one clear error."""
     try:
-        return importlib.import_module("streamer.build.neural")
+        return importlib.import_module("streamer.assembly.neural")
     except ModuleNotFoundError as exc:
         if exc.name not in ("torch", "safetensors"):
             raise

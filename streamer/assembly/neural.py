@@ -1,6 +1,6 @@
 """The neural path's per-process preparation and its stage factories.
 
-``neural_factory`` (renderer = neural; chosen by ``streamer.build.stage_factory``, i.e. render,
+``neural_factory`` (renderer = neural; chosen by ``streamer.assembly.stage_factory``, i.e. render,
 serve, kiosk and the benches) and ``neural_motion_factory`` (``msadtalker motion
 --checkpoints``: the neural lip source, no generator) do, once per process:
 
@@ -16,9 +16,10 @@ objects:
 
     features -> NeuralLipStage -> silence -> motion [-> NeuralKeypointStage -> NeuralRenderStage]
 
-The mapping lookahead of both neural stages is ``pipeline.lookahead_ms`` in frames, at most
+The mapping lookahead of both neural stages is the stages' lookahead (``pipeline.lookahead_ms``,
+or the ``lookahead_ms`` a live caller passes) in frames, at most
 13 (the official window radius); the feature stage takes up to 3 of it, the silence stage up
-to 2 (``streamer.build.motion``).
+to 2 (``streamer.assembly.motion``).
 """
 
 from __future__ import annotations
@@ -31,14 +32,14 @@ from typing import Any
 from engines.base import EngineSet, EngineUnavailable
 from engines.registry import open_engines
 from msadtalker.avatar import PreparedAvatar, prepare_avatar
+from msadtalker.catalog import MOTION_NETWORKS, RENDER_NETWORKS, mapping_for_mode
 from msadtalker.errors import ConfigError
-from msadtalker.neural.coeffs import RADIUS, mapping_for_mode
+from msadtalker.neural.coeffs import RADIUS
 from msadtalker.neural.motion import NeuralMotion, checkpoint_constants
 from msadtalker.neural.render import NeuralRenderer
 from msadtalker.neural.source import prepare_neural_source
-from msadtalker.timing import frames_from_ms
 from msadtalker.weights import checkpoint_dir, checkpoint_fingerprint
-from streamer.build.motion import StageFactory, build_motion_stages
+from streamer.assembly.motion import StageFactory, build_motion_stages, lookahead_frames
 from streamer.config import Config
 from streamer.stages.contract import Stage
 from streamer.stages.neural_keypoints import NeuralKeypointStage
@@ -46,9 +47,6 @@ from streamer.stages.neural_lips import NeuralLipStage
 from streamer.stages.neural_render import NeuralRenderStage
 
 log = logging.getLogger(__name__)
-
-MOTION_NETWORKS = ("face_3drecon", "audio2exp", "kp_extractor")
-RENDER_NETWORKS = ("generator_source_encoder", "generator_render")
 
 
 class EngineRunner:
@@ -63,9 +61,9 @@ class EngineRunner:
         return self.engines.engine(network).run(*inputs, keep_on_device=keep_on_device)
 
 
-def mapping_lookahead(config: Config) -> int:
+def mapping_lookahead(config: Config, lookahead_ms: int | None = None) -> int:
     """Frames of lookahead the neural mapping windows get (0 ... 13)."""
-    return min(frames_from_ms(config.pipeline.lookahead_ms), RADIUS)
+    return min(lookahead_frames(config, lookahead_ms), RADIUS)
 
 
 class NeuralAvatar:
@@ -110,18 +108,22 @@ class NeuralAvatar:
 
 
 def neural_factory(
-    config: Config, photo: Path, checkpoints: Path | None, face_index: int | None
+    config: Config,
+    photo: Path,
+    checkpoints: Path | None,
+    face_index: int | None,
+    lookahead_ms: int | None = None,
 ) -> StageFactory:
     """Stage factory of the full neural path (see the module docstring)."""
     shared = NeuralAvatar(config, photo, checkpoints, face_index, render=True)
     assert shared.renderer is not None
     renderer = shared.renderer
-    lookahead = mapping_lookahead(config)
+    lookahead = mapping_lookahead(config, lookahead_ms)
 
     def stages() -> Sequence[Stage[Any, Any]]:
         lips = NeuralLipStage(shared.motion, lookahead)
         return [
-            *build_motion_stages(config, lips=lips),
+            *build_motion_stages(config, lips=lips, lookahead_ms=lookahead_ms),
             NeuralKeypointStage(shared.motion, lookahead),
             NeuralRenderStage(renderer, config.render.mode),
         ]

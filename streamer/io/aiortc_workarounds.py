@@ -1,0 +1,189 @@
+"""Every reach into aiortc / aioice internals, in one place (both pinned ``<2`` / ``<1``).
+
+Each function says what it works around; each checks that what it reads or replaces is there
+and, when it is not (a new aiortc), logs a warning and keeps aiortc's own behaviour, so a
+version bump degrades latency or efficiency, never correctness. ``tests/test_webrtc.py``
+checks that all of them still find their targets.
+
+* ``use_loopback_candidates``: aioice gathers host candidates from the interfaces' addresses
+  but skips 127.0.0.1, so a browser and a server on one machine (or anything inside a network
+  namespace with only ``lo``) never connect. This makes a peer connection gather 127.0.0.1
+  too ("add") or only ("only"); see ``ServerConfig.ice_loopback``.
+* ``use_low_latency_receive``: aiortc's receive jitter buffer holds 4 audio packets (80 ms)
+  before it releases one, and completes a video frame only when the next frame's first packet
+  arrives (+40 ms). Opus packets are whole frames and video frames end at the RTP marker bit,
+  so each can be released as soon as it is complete (``ImmediateAudioBuffer``,
+  ``MarkerVideoBuffer``); loss then shows as a pts gap, which the ingest fills with silence.
+* ``remote_receives``: the direction the remote offered for a transceiver (aiortc keeps it
+  as ``_offerDirection``, there is no public accessor before the answer is made), i.e.
+  whether the remote wants our avatar video / speech on that m-line.
+* ``sends_opus``: whether the negotiated send codec (aiortc's first common codec,
+  ``_codecs``) is Opus, so the speech track may hand aiortc ready Opus packets.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from aiortc import RTCPeerConnection, RTCRtpTransceiver
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtp import RtpPacket
+from aiortc.utils import uint16_gt
+
+log = logging.getLogger(__name__)
+
+LoopbackMode = Literal["only", "add", "off"]
+_RECEIVER_BUFFER = "_RTCRtpReceiver__jitter_buffer"  # RTCRtpReceiver's private jitter buffer
+_SENDING = ("sendrecv", "sendonly")
+
+
+# ---------------------------------------------------------------- loopback ICE candidates
+
+
+def resolve_loopback_mode(setting: str, host: str) -> LoopbackMode:
+    """``ServerConfig.ice_loopback`` for a server bound to ``host`` ("auto": "only" on a
+    loopback address, else "off")."""
+    if setting == "auto":
+        loopback_hosts = {"127.0.0.1", "localhost", "::1"}
+        return "only" if host in loopback_hosts or host.startswith("127.") else "off"
+    if setting not in ("only", "add", "off"):
+        raise ValueError(f"unknown ice_loopback mode {setting!r}")
+    return setting  # type: ignore[return-value]
+
+
+def use_loopback_candidates(pc: RTCPeerConnection, mode: LoopbackMode) -> None:
+    """Make every ICE transport of ``pc`` gather 127.0.0.1 (see the module docstring).
+
+    Call after the transceivers exist (answerer: after ``setRemoteDescription``; offerer:
+    after ``addTrack``/``addTransceiver``) and before ``setLocalDescription`` gathers.
+    """
+    if mode == "off":
+        return
+    for transceiver in pc.getTransceivers():
+        gatherer = transceiver.sender.transport.transport.iceGatherer
+        connection = getattr(gatherer, "_connection", None)
+        needed = ("_local_candidates_start", "_local_candidates", "_components")
+        if connection is None or not all(hasattr(connection, a) for a in needed):
+            log.warning("aioice internals changed: loopback ICE candidates not added")
+            return
+        if getattr(connection, "_loopback_mode", None) is not None:
+            continue
+        connection._loopback_mode = mode
+        connection.gather_candidates = _loopback_gatherer(connection, mode)
+
+
+def _loopback_gatherer(connection: Any, mode: LoopbackMode) -> Callable[[], Awaitable[None]]:
+    from aioice.ice import get_host_addresses
+
+    async def gather_candidates() -> None:
+        # aioice's own gather_candidates, with 127.0.0.1 in (or as) the address list.
+        if connection._local_candidates_start:
+            return
+        connection._local_candidates_start = True
+        addresses: list[str] = []
+        if mode == "add":
+            addresses = get_host_addresses(
+                use_ipv4=connection._use_ipv4, use_ipv6=connection._use_ipv6
+            )
+        addresses.append("127.0.0.1")
+        for component in sorted(connection._components):
+            connection._local_candidates += await connection.get_component_candidates(
+                component=component, addresses=addresses
+            )
+        connection._local_candidates_end = True
+
+    return gather_candidates
+
+
+# ---------------------------------------------------------------- low-latency receive
+
+
+class ImmediateAudioBuffer(JitterBuffer):
+    """Releases every Opus packet at once (each is a whole frame); drops late duplicates."""
+
+    def __init__(self) -> None:
+        super().__init__(capacity=16)
+        self._last_seq: int | None = None
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        if self._last_seq is not None and not uint16_gt(packet.sequence_number, self._last_seq):
+            return False, None
+        self._last_seq = packet.sequence_number
+        # ``_data``: the depayloaded payload aiortc's receiver sets on the packet.
+        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)  # type: ignore[attr-defined]
+
+
+class MarkerVideoBuffer(JitterBuffer):
+    """aiortc's video buffer, but a frame is complete at its marker bit (as browsers do)."""
+
+    def __init__(self) -> None:
+        super().__init__(capacity=512, is_video=True)
+
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        packets: list[RtpPacket] = []
+        timestamp = None
+        origin = self._origin
+        if origin is None:
+            return None
+        for count in range(self._capacity):
+            packet = self._packets[(origin + count) % self._capacity]
+            if packet is None:
+                return None
+            if timestamp is None:
+                timestamp = packet.timestamp
+            elif packet.timestamp != timestamp:
+                return self._take(packets, timestamp, count)
+            packets.append(packet)
+            if packet.marker:
+                return self._take(packets, timestamp, count + 1)
+        return None
+
+    def _take(self, packets: list[RtpPacket], timestamp: int, count: int) -> JitterFrame:
+        frame = JitterFrame(
+            data=b"".join(p._data for p in packets),  # type: ignore[attr-defined]
+            timestamp=timestamp,
+        )
+        self.remove(count)
+        return frame
+
+
+def use_low_latency_receive(pc: RTCPeerConnection) -> None:
+    """Swap aiortc's receive jitter buffers for the low-latency ones (module docstring).
+
+    Call after the transceivers exist and before media flows.
+    """
+    for transceiver in pc.getTransceivers():
+        receiver = transceiver.receiver
+        if not isinstance(getattr(receiver, _RECEIVER_BUFFER, None), JitterBuffer):
+            log.warning("aiortc internals changed: default receive jitter buffer kept")
+            return
+        buffer = ImmediateAudioBuffer() if transceiver.kind == "audio" else MarkerVideoBuffer()
+        setattr(receiver, _RECEIVER_BUFFER, buffer)
+
+
+# ---------------------------------------------------------------- what the offer negotiated
+
+
+def remote_receives(transceiver: RTCRtpTransceiver) -> bool:
+    """Whether the remote's offer lets us send on ``transceiver`` (its m-line is sendrecv or
+    recvonly on the remote's side). Call between ``setRemoteDescription`` and
+    ``createAnswer``. Without aiortc's ``_offerDirection`` the answer is yes: aiortc still
+    intersects the answer's direction with the offer's, so at worst a track is attached
+    that is never sent."""
+    if not hasattr(transceiver, "_offerDirection"):
+        log.warning("aiortc internals changed: offer direction unknown, assuming sendrecv")
+        return True
+    # Seen from here: "sendrecv"/"sendonly" = we may send = the remote receives.
+    return getattr(transceiver, "_offerDirection", None) in _SENDING
+
+
+def sends_opus(transceiver: RTCRtpTransceiver) -> bool:
+    """Whether the codec aiortc will send with on ``transceiver`` (the first common codec of
+    the offer, ``_codecs``) is Opus. Unknown: no (aiortc then encodes the PCM itself)."""
+    codecs = getattr(transceiver, "_codecs", None)
+    if codecs is None:
+        log.warning("aiortc internals changed: negotiated codec unknown, not pre-encoding Opus")
+        return False
+    return bool(codecs) and str(codecs[0].mimeType).lower() == "audio/opus"

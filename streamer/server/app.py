@@ -1,0 +1,75 @@
+"""``make_app``: the aiohttp application: routes, middlewares, start-up and shutdown hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from streamer.assembly import StageFactory
+from streamer.clock import Clock, RealtimeClock
+from streamer.config import Config
+from streamer.server.cluster import Cluster
+from streamer.server.errors import json_errors
+from streamer.server.forwarding import OFFER_ROUTE, forward_to_owner, worker_header
+from streamer.server.handlers import (
+    handle_hangup,
+    handle_health,
+    handle_interrupt,
+    handle_offer,
+    handle_poster,
+    handle_stats,
+    page,
+)
+from streamer.server.offers import max_body_bytes
+from streamer.server.peers import drain
+from streamer.server.state import STATE, ServerState
+
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+
+
+def make_app(
+    config: Config,
+    stage_factory: StageFactory,
+    clock_factory: Callable[[], Clock] = RealtimeClock,
+    web_dir: Path = WEB_DIR,
+    cluster: Cluster | None = None,
+) -> web.Application:
+    """The aiohttp application; ``stage_factory()`` builds one session's stages. ``cluster``:
+    this app is one of several worker processes (``streamer.server.forwarding``)."""
+    # Outermost first: the worker stamp is on every answer, errors included; requests for
+    # another worker are relayed before any handler sees them, their failures JSON too.
+    middlewares: list[Middleware] = [json_errors]
+    if cluster is not None:
+        middlewares = [worker_header(cluster.index), json_errors, forward_to_owner(cluster)]
+    # Bodies are JSON-wrapped SDP: anything larger is refused unread.
+    app = web.Application(
+        middlewares=middlewares, client_max_size=max_body_bytes(config.server.max_sdp_bytes)
+    )
+    app[STATE] = ServerState(config, stage_factory, clock_factory, cluster)
+    # ``{session_id}`` and the route name ``offer`` are what the forwarding middleware reads.
+    app.router.add_get("/", page(web_dir / "index.html"))
+    app.router.add_get("/viewer", page(web_dir / "viewer.html"))
+    if web_dir.is_dir():
+        app.router.add_static("/static", web_dir)
+    app.router.add_post("/offer", handle_offer, name=OFFER_ROUTE)
+    app.router.add_get("/healthz", handle_health)
+    app.router.add_get("/avatar.jpg", handle_poster)
+    app.router.add_get("/sessions/{session_id}", handle_stats)
+    app.router.add_post("/sessions/{session_id}/interrupt", handle_interrupt)
+    app.router.add_delete("/sessions/{session_id}", handle_hangup)
+    app.on_shutdown.append(_drain)
+    app.on_cleanup.append(_close_forwarder)
+    return app
+
+
+async def _drain(app: web.Application) -> None:
+    await drain(app[STATE])
+
+
+async def _close_forwarder(app: web.Application) -> None:
+    forwarder = app[STATE].forwarder
+    if forwarder is not None:
+        await forwarder.aclose()
