@@ -2,7 +2,8 @@
 
 Each subcommand lives in ``streamer.commands.<name>`` and exposes ``add_parser(subparsers)``
 and ``run(args) -> int``. User errors (``InputError``) become one line on stderr and exit
-code 2; argparse reports bad flags the same way.
+code 2; argparse reports bad flags the same way. Logging (``-v``, ``--log-format``) is set up
+here, for every command (``streamer.logs``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from msadtalker.errors import InputError
+from streamer.logs import LOG_FORMATS, configure_logging
 
-COMMANDS = ("motion", "render", "serve", "kiosk", "bench", "check_parity", "export")
+COMMANDS = ("motion", "render", "serve", "kiosk", "token", "bench", "check_parity", "export")
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -33,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="MSadTalker: one portrait + speech -> a talking head, offline or live.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="log lines as text (default) or one JSON object per line (for log shippers)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"streamer.commands.{name}").add_parser(sub)
@@ -43,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # A worker of `serve --workers N` says which one it is on every line.
+    configure_logging(level, args.log_format, worker=getattr(args, "worker", None))
     try:
         return int(args.run(args) or 0)
     except InputError as exc:

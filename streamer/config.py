@@ -10,9 +10,13 @@ Unknown keys and wrongly typed values are errors that name the key.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import os
+import re
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +25,15 @@ from msadtalker.blink import BlinkConfig
 from msadtalker.errors import ConfigError
 from msadtalker.pose import CosinePoseConfig
 from msadtalker.silence import SilenceConfig
+
+# Secrets from the environment (``AuthConfig``): token lists comma-separated.
+PUBLISHER_TOKENS_ENV = "MSADTALKER_PUBLISHER_TOKENS"
+VIEWER_TOKENS_ENV = "MSADTALKER_VIEWER_TOKENS"
+TOKEN_SECRET_ENV = "MSADTALKER_TOKEN_SECRET"
+MIN_TOKEN_CHARS = 16  # shorter static tokens and secrets are guessable
+_ORIGIN = re.compile(
+    r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
+)
 
 
 @dataclass(frozen=True)
@@ -62,8 +75,12 @@ class ServerConfig:
     # 0 makes the silence window fully causal: mouth-visible latency p95 ~140 ms on the mesh
     # path instead of ~220 ms with the paper's centred window (80 ms), see docs/live.md.
     lookahead_ms: int = 0
+    # Capacity, each worker's with ``--workers``: an offer beyond it gets 503 + Retry-After.
+    # Peer connections in all (publishers, viewers, offers being negotiated).
     max_sessions: int = 16
+    max_rooms: int = 16  # rooms = publisher pipelines, the expensive part (a renderer each)
     max_viewers_per_room: int = 64
+    max_viewers: int = 64  # in all rooms; below max_sessions it keeps slots for publishers
     max_sdp_bytes: int = 64_000
     # Ingest jitter allowance: a video frame is made as soon as its audio is in, and at the
     # latest this long after that audio was due; mic packets later than that are replaced by
@@ -80,15 +97,57 @@ class ServerConfig:
     # aioice alone, "auto" = "only" when ``host`` is a loopback address, else "off".
     ice_loopback: Literal["auto", "only", "add", "off"] = "auto"
     stun_url: str = ""  # e.g. "stun:stun.l.google.com:19302"; empty = host candidates only
-    connect_timeout_s: float = 20.0  # a peer that has not connected by then is closed
+    # A peer that has not connected this long after its answer is closed. The answer carries
+    # every candidate (aiortc does not trickle), so only the connectivity checks remain: a
+    # round trip or two direct, a few seconds through a TURN relay or a lossy path.
+    connect_timeout_s: float = 10.0
     # A connected peer that sends no RTCP for this long has vanished (ICE consent alone takes
     # 30 s to notice); browsers and aiortc send receiver reports about every second.
     peer_timeout_s: float = 8.0
-    drain_timeout_s: float = 5.0  # SIGTERM: time allowed to flush sessions before closing
+    # Offers not connected yet (being negotiated, or answered and waiting for ICE) each hold a
+    # session slot: per client address (429 beyond) and in all (503 beyond), so that a client
+    # sending offers it never connects cannot hold every slot (docs/live.md, "Limits").
+    max_pending_per_client: int = 4
+    max_pending: int = 8
+    # Offers per client address: a burst of ``offers_burst``, then ``offers_per_minute``
+    # (token bucket, ``streamer.server.ratelimit``); beyond: 429 + Retry-After.
+    offers_per_minute: float = 60.0
+    offers_burst: int = 20
+    # A remote publisher whose mic has sent nothing (not even silence) while its room had no
+    # viewer for this long is closed; 0 = never. A live but silent mic keeps its session.
+    idle_session_s: float = 300.0
+    # Every remote peer connection is closed after this long; 0 = no limit (virtual anchors
+    # stream for hours: set it where sessions should not).
+    max_session_s: float = 0.0
+    # Reverse proxies (addresses or networks, "10.0.0.0/8") whose X-Forwarded-For names the
+    # client; otherwise the TCP peer is the client of the per-client limits.
+    trusted_proxies: tuple[str, ...] = ()
+    # Slow clients on the public port (``streamer.server.connections``): the request line and
+    # headers must be in ``header_timeout_s`` after the connection opens or the request's
+    # first byte, a body ``body_timeout_s`` after its headers; an idle keep-alive connection
+    # is closed after ``keepalive_timeout_s``. Connections at once per client address / all.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    keepalive_timeout_s: float = 15.0
+    max_connections_per_client: int = 32
+    max_connections: int = 1024
+    # SIGTERM: how long live sessions get to finish (the avatar stops speaking or the peer
+    # hangs up) before their pipelines are flushed into the recordings and their peer
+    # connections closed (docs/live.md, "Lifecycle").
+    drain_s: float = 5.0
     record_dir: str = ""  # when set, every publisher session's motion trace is written here
     # Server processes sharing the port (``msadtalker serve --workers``, docs/live.md): 1 = one
     # process, as always; N > 1 = a supervising parent and N workers, limits per worker.
     workers: int = 1
+    # Serve without tokens on an address other than loopback (``--insecure``): anyone who can
+    # reach the port may publish. Off: such a server refuses to start (``streamer.server.run``).
+    insecure: bool = False
+    # Origins (``https://app.example``) whose pages may call the API from the browser (CORS);
+    # empty = same-origin only. Exact matches: no wildcards, so no origin is allowed by accident.
+    cors_origins: tuple[str, ...] = ()
+    # CSP ``frame-ancestors`` of the pages: who may embed them (an app, an OBS dock); "'self'"
+    # = this server only, "'none'" = nobody. Sources as CSP writes them.
+    frame_ancestors: tuple[str, ...] = ("'self'",)
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -103,8 +162,94 @@ class ServerConfig:
             raise ValueError("lookahead_ms must be >= 0")
         if self.jitter_ms < 0 or self.behind_frames < 0:
             raise ValueError("jitter_ms and behind_frames must be >= 0")
-        if min(self.connect_timeout_s, self.peer_timeout_s) <= 0 or self.drain_timeout_s < 0:
-            raise ValueError("connect/peer timeouts must be > 0 and drain_timeout_s >= 0")
+        if min(self.connect_timeout_s, self.peer_timeout_s) <= 0 or self.drain_s < 0:
+            raise ValueError("connect/peer timeouts must be > 0 and drain_s >= 0")
+        self._validate_limits()
+        for origin in self.cors_origins:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"cors_origins: {origin!r} is not an origin like https://host[:port]"
+                )
+        if not self.frame_ancestors:
+            raise ValueError("frame_ancestors must name at least one source (\"'none'\": nobody)")
+        for source in self.frame_ancestors:
+            # One CSP source each: what would end the directive or the header is refused.
+            if not source or any(c in source for c in ";,\r\n\t ") or not source.isprintable():
+                raise ValueError(f"frame_ancestors: {source!r} is not one CSP source")
+
+    def _validate_limits(self) -> None:
+        """The limits on clients (``streamer.server.limits``, ``connections``)."""
+        counts = (
+            self.max_rooms,
+            self.max_viewers,
+            self.max_pending,
+            self.max_pending_per_client,
+            self.offers_burst,
+            self.max_connections,
+            self.max_connections_per_client,
+        )
+        if min(counts) < 1:
+            raise ValueError("room, viewer, pending, burst and connection limits must be >= 1")
+        if self.offers_per_minute <= 0:
+            raise ValueError("offers_per_minute must be > 0")
+        if min(self.header_timeout_s, self.body_timeout_s, self.keepalive_timeout_s) <= 0:
+            raise ValueError("header, body and keep-alive timeouts must be > 0")
+        if self.idle_session_s < 0 or self.max_session_s < 0:
+            raise ValueError("idle_session_s and max_session_s must be >= 0 (0: no limit)")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {proxy!r} is no address or network") from None
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Who may publish and who may watch (``streamer.server.auth``). No tokens and no secret:
+    the server is open, which ``serve`` allows on a loopback address only.
+
+    The environment adds to the file: ``MSADTALKER_PUBLISHER_TOKENS`` and
+    ``MSADTALKER_VIEWER_TOKENS`` (comma-separated) join the file's lists, and
+    ``MSADTALKER_TOKEN_SECRET`` replaces the file's secret when set (``load_config``), so
+    secrets can stay out of files. ``repr`` shows how many there are, never what they are."""
+
+    publisher_tokens: tuple[str, ...] = ()
+    viewer_tokens: tuple[str, ...] = ()
+    # HMAC key of the signed room tokens (``msadtalker token``): one role, one room, expiry.
+    token_secret: str = ""
+    # With a secret, a publisher's answer carries a viewer link with a viewer token for its
+    # room valid this long, so the link lets people watch that room and nothing else; 0 = a
+    # bare link (viewers bring their own token).
+    viewer_link_ttl_s: float = 4 * 3600.0
+
+    def __repr__(self) -> str:
+        secret = "<set>" if self.token_secret else "<unset>"
+        return (
+            f"AuthConfig(publisher_tokens=<{len(self.publisher_tokens)} hidden>, "
+            f"viewer_tokens=<{len(self.viewer_tokens)} hidden>, token_secret={secret}, "
+            f"viewer_link_ttl_s={self.viewer_link_ttl_s!r})"
+        )
+
+    @property
+    def open(self) -> bool:
+        """Nothing configured: every request may publish."""
+        return not (self.publisher_tokens or self.viewer_tokens or self.token_secret)
+
+    def validate(self) -> None:
+        for name in ("publisher_tokens", "viewer_tokens"):
+            for token in getattr(self, name):
+                # Named by position, never by value: the message may end up in a log.
+                if len(token) < MIN_TOKEN_CHARS or not token.isprintable() or " " in token:
+                    raise ValueError(
+                        f"{name}: every token must be >= {MIN_TOKEN_CHARS} printable characters "
+                        "without spaces"
+                    )
+        if self.token_secret and len(self.token_secret) < MIN_TOKEN_CHARS:
+            raise ValueError(f"token_secret must be >= {MIN_TOKEN_CHARS} characters")
+        if set(self.publisher_tokens) & set(self.viewer_tokens):
+            raise ValueError("a token cannot be both a publisher and a viewer token")
+        if self.viewer_link_ttl_s < 0:
+            raise ValueError("viewer_link_ttl_s must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -115,10 +260,16 @@ class Config:
     blink: BlinkConfig = field(default_factory=BlinkConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Defaults, then the TOML file (if any), then dotted-key overrides (``{"pose.seed": 3}``)."""
+def load_config(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Defaults, then the TOML file (if any), then dotted-key overrides (``{"pose.seed": 3}``),
+    then the secrets in ``environ`` (default ``os.environ``; see ``AuthConfig``)."""
     config = Config()
     if path is not None:
         try:
@@ -132,8 +283,27 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if value is None:
             continue
         config = _set(config, key.split("."), value, prefix="")
+    config = dataclasses.replace(
+        config, auth=_auth_from_environment(config.auth, os.environ if environ is None else environ)
+    )
     _validate(config)
     return config
+
+
+def _auth_from_environment(auth: AuthConfig, environ: Mapping[str, str]) -> AuthConfig:
+    """The file's tokens plus the environment's; the environment's secret when it sets one."""
+
+    def listed(name: str) -> tuple[str, ...]:
+        return tuple(t.strip() for t in environ.get(name, "").split(",") if t.strip())
+
+    publishers = auth.publisher_tokens + listed(PUBLISHER_TOKENS_ENV)
+    viewers = auth.viewer_tokens + listed(VIEWER_TOKENS_ENV)
+    return dataclasses.replace(
+        auth,
+        publisher_tokens=tuple(dict.fromkeys(publishers)),
+        viewer_tokens=tuple(dict.fromkeys(viewers)),
+        token_secret=environ.get(TOKEN_SECRET_ENV, "").strip() or auth.token_secret,
+    )
 
 
 def file_sets(path: str | Path, key: str) -> bool:
@@ -159,6 +329,17 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"[{section.name}] {exc}") from None
 
 
+# Keys that were renamed: one name per key, so the old one is an error that says the new one.
+_RENAMED = {"server.drain_timeout_s": "server.drain_s"}
+
+
+def _unknown_key(dotted: str) -> str:
+    renamed = _RENAMED.get(dotted)
+    if renamed is not None:
+        return f"config key '{dotted}' is now '{renamed}' (same meaning): rename it"
+    return f"unknown config key '{dotted}'"
+
+
 def _merge(node: Any, raw: dict[str, Any], prefix: str) -> Any:
     changes: dict[str, Any] = {}
     hints = typing.get_type_hints(type(node))
@@ -166,7 +347,7 @@ def _merge(node: Any, raw: dict[str, Any], prefix: str) -> Any:
     for key, value in raw.items():
         dotted = f"{prefix}{key}"
         if key not in names:
-            raise ConfigError(f"unknown config key '{dotted}'")
+            raise ConfigError(_unknown_key(dotted))
         current = getattr(node, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
@@ -182,7 +363,7 @@ def _set(node: Any, path: list[str], value: Any, prefix: str) -> Any:
     dotted = f"{prefix}{head}"
     is_section = dataclasses.is_dataclass(node) and not isinstance(node, type)
     if not is_section or head not in {f.name for f in dataclasses.fields(node)}:
-        raise ConfigError(f"unknown config key '{dotted}'")
+        raise ConfigError(_unknown_key(dotted))
     if rest:
         return dataclasses.replace(
             node, **{head: _set(getattr(node, head), rest, value, f"{dotted}.")}
@@ -209,6 +390,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"config key '{key}' has an unusable value {value!r}")
+    if origin is tuple and len(typing.get_args(hint)) == 2 and typing.get_args(hint)[1] is ...:
+        # ``tuple[str, ...]``: a TOML list of any length (frozen, so the config stays hashable).
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"config key '{key}' must be a list")
+        return tuple(_coerce(v, typing.get_args(hint)[0], key) for v in value)
     if origin is tuple:
         args = typing.get_args(hint)
         if not isinstance(value, list | tuple) or len(value) != len(args):

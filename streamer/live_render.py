@@ -46,7 +46,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
@@ -55,6 +55,7 @@ import numpy as np
 from msadtalker.timing import FPS
 from streamer.at_rest import at_rest
 from streamer.clock import Clock
+from streamer.logs import bind
 from streamer.stages.contract import Stage
 from streamer.types import MotionFrame, VideoFrame
 
@@ -73,7 +74,9 @@ log = logging.getLogger(__name__)
 class LiveRender:
     """See the module docstring. ``executor``: where the stage runs (default: its own thread).
     ``cpu_time``: the CPU seconds of the calling thread (``time.thread_time``; tests script
-    render costs with it), read before and after each render on the thread that renders."""
+    render costs with it), read before and after each render on the thread that renders.
+    ``on_render(seconds)``: told the time of every render (metrics), on the event loop's
+    thread. ``log_fields``: bound in the own thread (``streamer.logs``)."""
 
     def __init__(
         self,
@@ -83,13 +86,19 @@ class LiveRender:
         executor: Executor | None = None,
         *,
         cpu_time: Callable[[], float] = time.thread_time,
+        on_render: Callable[[float], None] | None = None,
+        log_fields: Mapping[str, str] | None = None,
     ) -> None:
         self._stage = stage
         self._clock = clock
         self._cpu_time = cpu_time
+        self._on_render = on_render
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"render-{name}"
+            max_workers=1,
+            thread_name_prefix=f"render-{name}",
+            initializer=bind,
+            initargs=(dict(log_fields or {}),),
         )
         self._inflight: asyncio.Future[_Rendered] | None = None
         self._inflight_stale = False
@@ -258,6 +267,9 @@ class LiveRender:
         """Keep the figures; move the renderer when it has turned slow or fast (module
         docstring): slow = costs over half a frame of CPU, or takes over a frame of time."""
         self.render_ms_recent.extend(elapsed for elapsed, _ in times)
+        if self._on_render is not None:
+            for elapsed, _ in times:
+                self._on_render(elapsed / 1000.0)
         self._cpu_ms_recent.extend(cpu for _, cpu in times)
         self.render_ms_max = max([self.render_ms_max, *(elapsed for elapsed, _ in times)])
         self._since_switch += len(times)

@@ -56,12 +56,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from msadtalker.timing import FPS, SAMPLES_PER_FRAME
+from msadtalker.timing import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from streamer.clock import Clock
 from streamer.config import ServerConfig
 from streamer.fanout import FanOut, Subscription
 from streamer.ingest import JitterBuffer
 from streamer.live_render import LiveRender
+from streamer.logs import bind, context_with, current_context
 from streamer.pipeline import Pipeline
 from streamer.stages.contract import Stage
 from streamer.types import AudioChunk, MotionFrame, VideoFrame
@@ -77,6 +78,21 @@ class FrameSink(Protocol):
     def write(self, frame: Any) -> None: ...
 
     def close(self) -> None: ...
+
+
+class SessionObserver(Protocol):
+    """Told what a session does, on the event loop's thread (the server's metrics,
+    ``streamer.server.metrics``): each call is cheap, the figures are kept by the observer."""
+
+    def opened(self, session: LiveSession) -> None: ...
+
+    def closed(self, session: LiveSession) -> None: ...
+
+    def motion_step(self, seconds: float, ingest_buffered_s: float) -> None: ...
+
+    def rendered(self, seconds: float) -> None: ...
+
+    def pipeline_failed(self) -> None: ...
 
 
 @dataclass
@@ -108,7 +124,8 @@ class LiveSession:
     session publishes ``MotionFrame``s. ``clock``: the pacer (``RealtimeClock`` live,
     ``VirtualClock`` in tests). ``sinks``: written with every output frame in order, closed when
     the session ends. ``render_executor``: where the render stage runs (default: a thread of
-    the session's own).
+    the session's own). ``observer``: told of every step, render, failure and the close.
+    Log lines of the session's task and threads carry its id (``streamer.logs``).
     """
 
     def __init__(
@@ -121,22 +138,37 @@ class LiveSession:
         sinks: Sequence[FrameSink] = (),
         renders: bool = True,
         render_executor: Executor | None = None,
+        observer: SessionObserver | None = None,
     ) -> None:
         self.config = config or ServerConfig()
         self.id = session_id or uuid.uuid4().hex[:12]
+        self._observer = observer
+        self._log_fields = {**current_context(), "session_id": self.id}
         stage_list = list(stages)
         self._render: LiveRender | None = None
         if renders:
             if len(stage_list) < 2:
                 raise ValueError("a rendering session needs motion stages and a render stage")
-            self._render = LiveRender(stage_list.pop(), clock, self.id, render_executor)
+            self._render = LiveRender(
+                stage_list.pop(),
+                clock,
+                self.id,
+                render_executor,
+                on_render=observer.rendered if observer is not None else None,
+                log_fields=self._log_fields,
+            )
         self.pipeline: Pipeline[Any] = Pipeline(stage_list)  # the motion stages
         self._clock = clock
         self._jitter_s = self.config.jitter_ms / 1000.0
         self.ingest = JitterBuffer(capacity_s=max(2.0, 4 * self._jitter_s))
         self._sinks = list(sinks)
         self._fanout = FanOut(self.config.queue_frames)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"session-{self.id}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix=f"session-{self.id}",
+            initializer=bind,
+            initargs=(self._log_fields,),
+        )
         self.stats = SessionStats()
         self._t0 = 0.0
         self._pushed = 0
@@ -148,6 +180,8 @@ class LiveSession:
         self._tick_event = asyncio.Event()
         self.finished = asyncio.Event()
         self._closed = False
+        if observer is not None:
+            observer.opened(self)
 
     # ------------------------------------------------------------------ public API
 
@@ -179,7 +213,9 @@ class LiveSession:
         if self._task is not None:
             raise RuntimeError("session already started")
         self._t0 = self._clock.now()
-        self._task = asyncio.create_task(self._run(), name=f"session-{self.id}")
+        # Its own log fields, whichever callback happens to start it.
+        context = context_with(**self._log_fields)
+        self._task = asyncio.create_task(self._run(), name=f"session-{self.id}", context=context)
 
     def now(self) -> float:
         """Session time in seconds (0 at ``start``)."""
@@ -251,6 +287,8 @@ class LiveSession:
                 sink.close()
             except Exception:
                 log.exception("session %s: closing sink %r failed", self.id, sink)
+        if self._observer is not None:
+            self._observer.closed(self)
 
     def snapshot(self) -> dict[str, Any]:
         """Live figures as plain JSON-able values."""
@@ -330,6 +368,8 @@ class LiveSession:
             raise
         except Exception:
             log.exception("session %s: pipeline failed; ending the session", self.id)
+            if self._observer is not None:
+                self._observer.pipeline_failed()
         finally:
             self._fanout.end()
             self.finished.set()
@@ -421,6 +461,9 @@ class LiveSession:
         self.stats.step_ms_last = elapsed_ms
         self.stats.step_ms_max = max(self.stats.step_ms_max, elapsed_ms)
         self.stats.step_ms_recent.append(elapsed_ms)
+        if self._observer is not None:
+            buffered_s = self.ingest.buffered / SAMPLE_RATE
+            self._observer.motion_step(elapsed_ms / 1000.0, buffered_s)
 
     def _write_sinks(self, frames: list[Any]) -> None:
         """On the session's thread (file writes stay off the event loop)."""

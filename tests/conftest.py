@@ -27,6 +27,9 @@ from export.golden import load_golden
 from msadtalker.testing.checkpoint_cache import CACHE_ENV, Request, cache_root, cached_checkpoints
 from msadtalker.testing.checksums import verify_listed
 
+# After each server test: no task, thread, fd or peer connection left behind (leakcheck.py).
+pytest_plugins = ["leakcheck"]
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"
 SHARED = Path(os.environ.get("MSADTALKER_SHARED") or REPO.parent / "shared")

@@ -173,25 +173,41 @@ def test_line_ends_and_blank_lines_do_not_matter() -> None:
     assert media_sections(spaced) == expected
 
 
-def test_directions_default_to_sendrecv_and_follow_the_session_level_one() -> None:
-    assert media_sections(sdp(("audio", None), ("video", None))) == (
-        MediaSection("audio", "sendrecv"),
-        MediaSection("video", "sendrecv"),
-    )
-    # A session-level direction is every section's, unless a section says otherwise.
-    assert media_sections(sdp(("audio", None), ("video", "recvonly"), session="sendonly")) == (
-        MediaSection("audio", "sendonly"),
+def test_each_audio_and_video_section_names_its_direction() -> None:
+    assert media_sections(sdp(("audio", "inactive"), ("video", "recvonly"))) == (
+        MediaSection("audio", "inactive"),
         MediaSection("video", "recvonly"),
     )
-    # A section's own direction is its alone: the next section falls back to the session's.
-    assert media_sections(sdp(("audio", "inactive"), ("video", None))) == (
-        MediaSection("audio", "inactive"),
-        MediaSection("video", "sendrecv"),
-    )
+    # aiortc reads no session-level direction and cannot answer a section without one
+    # (its createAnswer raised a ValueError: a 500 before this check).
+    for session in (None, "sendrecv"):
+        text = sdp(("audio", "sendrecv"), ("video", None), session=session)
+        refused(body(text), 400, "media section 2 (video) has no direction (a=sendrecv")
     # Other attributes that start like a direction are not one.
     text = PUBLISHER.replace("a=recvonly", "a=recvonly-ish\r\na=recvonly")
     assert media_sections(text)[1] == MediaSection("video", "recvonly")
-    assert media_sections(sdp(("video", "sendrecvx")))[0].direction == "sendrecv"
+    refused(body(sdp(("audio", "sendrecv"), ("video", "sendrecvx"))), 400, "no direction")
+
+
+def test_each_section_has_a_mid_of_its_own() -> None:
+    # A repeated mid made aiortc fail after the peer connection was half built (an
+    # AttributeError, or "Media sections in answer do not match offer"): a 500 before.
+    repeated = PUBLISHER.replace("a=mid:1", "a=mid:0")
+    refused(body(repeated), 400, "media section 2 (video) repeats a=mid:0 of section 1")
+    three = sdp(("audio", "sendrecv"), ("audio", "sendrecv"), ("video", "recvonly"))
+    refused(body(three.replace("a=mid:1", "a=mid:0")), 400, "section 2 (audio) repeats")
+    # The last a=mid of a section is its mid (as aiortc reads it).
+    last_wins = PUBLISHER.replace("a=mid:0", "a=mid:7\r\na=mid:1")
+    refused(body(last_wins), 400, "repeats a=mid:1")
+    assert parse_offer(body(PUBLISHER.replace("a=mid:0", "a=mid:1\r\na=mid:audio")), MAX_SDP)
+    for missing in ("", "a=mid:\r\n"):
+        text = PUBLISHER.replace("a=mid:1\r\n", missing)
+        refused(body(text), 400, "media section 2 (video) has no a=mid")
+    # Attributes before the first m= line belong to the session, not to a section.
+    assert parse_offer(body(PUBLISHER.replace("t=0 0", "t=0 0\r\na=mid:1")), MAX_SDP)
+    # An odd kind is quoted short (sections of other kinds need no direction).
+    odd = sdp(("x" * 100, None), ("x" * 100, None)).replace("a=mid:1", "a=mid:0")
+    refused(body(odd), 400, f"media section 2 ({'x' * 20}) repeats")
 
 
 def test_a_data_channel_section_is_listed_but_needs_nothing() -> None:
@@ -209,16 +225,15 @@ def test_a_data_channel_section_is_listed_but_needs_nothing() -> None:
         ((("audio", "sendrecv"), ("video", "recvonly")), None, True),
         ((("audio", "sendonly"), ("video", "recvonly")), None, True),  # a mic, no speaker
         ((("audio", "sendrecv"), ("video", "sendrecv")), None, True),
-        ((("audio", None), ("video", "recvonly")), None, True),
         ((("audio", "recvonly"), ("video", "recvonly")), None, False),  # listens only
         ((("audio", "inactive"), ("video", "recvonly")), None, False),
         ((("video", "recvonly"),), None, False),  # no audio at all
-        ((("audio", None), ("video", "recvonly")), "recvonly", False),  # session: listens
+        ((("audio", "recvonly"), ("video", "recvonly")), "sendrecv", False),  # section's own
         ((("audio", "sendrecv"), ("audio", "recvonly"), ("video", "recvonly")), None, True),
     ],
 )
 def test_a_publisher_sends_audio(
-    sections: tuple[tuple[str, str | None], ...], session: str | None, ok: bool
+    sections: tuple[tuple[str, str], ...], session: str | None, ok: bool
 ) -> None:
     raw = body(sdp(*sections, session=session))
     if ok:
@@ -232,14 +247,13 @@ def test_a_publisher_sends_audio(
     [
         ("recvonly", None, True),
         ("sendrecv", None, True),
-        (None, None, True),
-        (None, "recvonly", True),
+        ("recvonly", "sendonly", True),
         ("sendonly", None, False),
         ("inactive", None, False),
-        (None, "sendonly", False),
+        ("sendonly", "recvonly", False),
     ],
 )
-def test_every_offer_receives_video(video: str | None, session: str | None, ok: bool) -> None:
+def test_every_offer_receives_video(video: str, session: str | None, ok: bool) -> None:
     for role, audio in (("publisher", "sendonly"), ("viewer", "recvonly")):
         # (a session-level direction does not reach a section that names its own)
         raw = body(sdp(("audio", audio), ("video", video), session=session), role=role, room="r")

@@ -9,6 +9,7 @@ need, and the session and room ids say which worker owns them.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import select
@@ -16,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -28,18 +30,26 @@ from live_fakes import eventually, speech_like
 
 from streamer.io.trace import read_trace
 from streamer.io.webrtc_client import LoopbackClient
-from streamer.server.cluster import WORKER_HEADER
+from streamer.server.auth import mint_room_token
+from streamer.server.cluster import CREDENTIAL_HEADER, HOP_HEADER, WORKER_HEADER
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 VIDEO_TICKS = 3600
 TRIES = 40  # fresh connections until the kernel picks a given worker (1 in 2 each)
+DUPLICATE_MID = json.dumps(
+    {
+        "type": "offer",
+        "sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendrecv\r\n"
+        "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=recvonly\r\n",
+    }
+).encode()
 
 
 class Serve:
     """``msadtalker serve --workers 2 ARGV`` in a child process; its logs go to a file."""
 
-    def __init__(self, log_path: Path, *argv: str) -> None:
+    def __init__(self, log_path: Path, *argv: str, env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # closed in stop()
         self.proc = subprocess.Popen(
@@ -47,6 +57,7 @@ class Serve:
             stdout=subprocess.PIPE,
             stderr=self._log,
             cwd=REPO,
+            env=env,
         )
         self._seen: set[int] = set()  # worker pids, killed in stop() should any outlive it
         self.url = self._read_url()
@@ -355,6 +366,8 @@ async def test_hanging_up_through_the_other_worker(
         ("POST", "/offer", b"not json", 400, "not JSON"),
         ("POST", "/offer", b'{"type": "offer", "sdp": "x"}', 400, "malformed SDP"),
         ("POST", "/offer", b'{"type": "offer", "sdp": "v=0", "role": "viewer"}', 400, "room"),
+        # Once a 500 under --workers 2 ("Media sections in answer do not match offer").
+        ("POST", "/offer", DUPLICATE_MID, 400, "repeats a=mid:0"),
         ("GET", "/sessions/w0-nosuchsession", None, 404, "no session"),
         ("GET", "/sessions/w1-nosuchsession", None, 404, "no session"),
         ("POST", "/sessions/w1-nosuchsession/interrupt", None, 404, "no session"),
@@ -481,3 +494,126 @@ async def test_sigterm_drains_every_worker_and_exits_0(
         sent = max(f.pts // VIDEO_TICKS for f in client.video) + 1
         assert len(trace) >= sent
     assert not list(record.glob(".*tmp"))
+
+
+# ------------------------------------------------------------------ who may publish
+
+PUB = "workers-publisher-token-0123"
+PUB2 = "workers-publisher-token-4567"
+SECRET = "workers-room-token-secret-0123"
+
+
+@pytest.fixture(scope="module")
+def serve_with_tokens(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
+    env = {
+        **os.environ,
+        "MSADTALKER_PUBLISHER_TOKENS": f"{PUB},{PUB2}",
+        "MSADTALKER_TOKEN_SECRET": SECRET,
+    }
+    log_path = tmp_path_factory.mktemp("serve-auth") / "serve.log"
+    server = Serve(log_path, "--workers", "2", env=env)
+    yield server
+    assert server.stop() == 0, server.log()
+    assert not any(secret in server.log() for secret in (PUB, PUB2, SECRET))
+
+
+def internal_ports(server: Serve) -> list[int]:
+    """The workers' internal ports, from a worker's command line."""
+    pid = next(iter(server.workers().values()))
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    return [int(p) for p in argv[argv.index(b"--worker-ports") + 1].split(b",")]
+
+
+async def test_the_internal_ports_answer_only_the_workers(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    ports = internal_ports(serve)
+    assert len(ports) == 2
+    forged = '{"role":"publisher","subject":"open","room":null}'
+    for port in ports:
+        for headers in ({}, {HOP_HEADER: "a-guess", CREDENTIAL_HEADER: forged}):
+            for method, path in (("GET", "/healthz"), ("DELETE", "/sessions/w0-x")):
+                url = f"http://127.0.0.1:{port}{path}"
+                async with http.request(method, url, headers=headers) as resp:
+                    body = await resp.json()
+                    assert resp.status == 403 and body["status"] == 403, body
+                    assert "workers only" in body["error"]
+    # The workers themselves still reach each other (placement asks every worker's load).
+    async with http.get(f"{serve.url}/healthz") as resp:
+        assert resp.status == 200
+
+
+async def test_with_tokens_a_session_answers_its_creator_alone_from_either_worker(
+    serve_with_tokens: Serve, http: aiohttp.ClientSession
+) -> None:
+    url = serve_with_tokens.url
+
+    async def anonymous(session: aiohttp.ClientSession) -> tuple[int, Any]:
+        offer = {"type": "offer", "sdp": "v=0"}
+        async with session.post(f"{url}/offer", json=offer) as r:
+            return int(r.headers[WORKER_HEADER]), (r.status, r.headers.get("WWW-Authenticate"))
+
+    for status, challenge in (await from_each_worker(anonymous)).values():
+        assert status == 401 and challenge is not None and challenge.startswith("Bearer")
+
+    publisher = await publish(url, http, token=PUB)
+    try:
+        sid = publisher.session_id
+        # The worker that receives the request authenticates it; the owner checks the
+        # credential it was handed against the session's creator.
+        for token, expected in ((PUB, 200), (PUB2, 404), (None, 401)):
+
+            async def stats(session: aiohttp.ClientSession, token: str | None = token) -> Any:
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                async with session.get(f"{url}/sessions/{sid}", headers=headers) as r:
+                    return int(r.headers[WORKER_HEADER]), r.status
+
+            assert set((await from_each_worker(stats)).values()) == {expected}, token
+        await frames_arrive(publisher, 5)
+    finally:
+        await publisher.aclose()
+
+
+async def test_a_room_token_publishes_in_its_room_on_the_rooms_worker(
+    serve_with_tokens: Serve, http: aiohttp.ClientSession
+) -> None:
+    url = serve_with_tokens.url
+    room = "stage-3"
+    token = mint_room_token(SECRET, "publisher", room, 600, time.time())
+    host = await publish(url, http, token=token)  # no room in the offer: the token's
+    try:
+        assert host.answer["room"] == room
+        assert owner(host.session_id) == zlib.crc32(room.encode()) % 2
+        # Another holder of a token for the room meets it whichever worker it reaches: the
+        # token's room decides where an offer goes before it is placed.
+        rival_token = mint_room_token(SECRET, "publisher", room, 600, time.time())
+
+        async def rival(session: aiohttp.ClientSession) -> tuple[int, str]:
+            client = LoopbackClient(url, speech(), token=rival_token, read_media=False)
+            try:
+                with pytest.raises(RuntimeError, match="409") as refused:
+                    await client.connect(session)
+            finally:
+                await client.aclose()
+            return int(client.answer_headers[WORKER_HEADER]), str(refused.value)
+
+        await from_each_worker(rival)
+        # The viewer link's token lets people watch this room, from either worker.
+        link = host.answer["viewer_url"]
+        assert link.startswith(f"/viewer?room={room}&token=") and token not in link
+        viewer_token = link.split("&token=", 1)[1]
+
+        async def watch(session: aiohttp.ClientSession) -> tuple[int, str]:
+            viewer = LoopbackClient(
+                url, role="viewer", room=room, token=viewer_token, read_media=False
+            )
+            try:
+                await viewer.connect(session)
+            finally:
+                await viewer.aclose()
+            return int(viewer.answer_headers[WORKER_HEADER]), viewer.session_id
+
+        for viewer_id in (await from_each_worker(watch)).values():
+            assert owner(viewer_id) == owner(host.session_id)
+    finally:
+        await host.aclose()

@@ -8,6 +8,7 @@ passes as it is and inside a network namespace with only ``lo``, e.g.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import shutil
 from collections.abc import AsyncIterator
@@ -24,7 +25,7 @@ from playwright.async_api import Page, async_playwright
 
 from msadtalker.timing import SAMPLE_RATE
 from streamer.bench.mouth import MouthProbe
-from streamer.config import Config, ServerConfig
+from streamer.config import AuthConfig, Config, ServerConfig
 from streamer.server.app import make_app
 from streamer.server.state import STATE
 
@@ -110,7 +111,9 @@ async def test_publisher_page_streams_the_avatar_with_a_moving_mouth(
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=chromium, args=_chromium_args(wav))
         try:
-            page = await browser.new_page()
+            # Playwright's wait_for_function evaluates strings, which the pages' CSP forbids;
+            # the pages under their real CSP: test_pages_with_tokens_under_their_policy.
+            page = await browser.new_page(bypass_csp=True)
             await page.goto(f"{url}/")
             # Before it connects, the page shows the avatar at rest.
             await page.wait_for_function(
@@ -153,7 +156,7 @@ async def test_publisher_page_streams_the_avatar_with_a_moving_mouth(
 
             # A viewer in a second tab watches the same room.
             room = await page.evaluate("window.msadtalker.room")
-            viewer = await browser.new_page()
+            viewer = await browser.new_page(bypass_csp=True)
             await viewer.goto(f"{url}/viewer?room={room}")
             await viewer.click("#start")
             await viewer.wait_for_function("window.msadtalker.framesPresented > 25", timeout=20000)
@@ -173,3 +176,78 @@ async def test_publisher_page_streams_the_avatar_with_a_moving_mouth(
             assert not len(state.rooms)
         finally:
             await browser.close()
+
+
+PUBLISHER_TOKEN = "browser-publisher-token-0123"
+ROOM_SECRET = "browser-room-token-secret-0123"
+
+
+async def _until(page: Page, expression: str, what: str, timeout_s: float = 20.0) -> None:
+    """Until ``expression`` is true in ``page``: polled with ``evaluate``, which the pages'
+    CSP allows (``wait_for_function`` needs ``eval``, which it does not)."""
+
+    async def truthy() -> bool:
+        return bool(await page.evaluate(expression))
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not await truthy():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s:g} s")
+        await asyncio.sleep(0.05)
+
+
+async def test_pages_with_tokens_under_their_policy(tmp_path: Path, chromium: str) -> None:
+    """A server with tokens: the page asks for one (401), takes one from ?token= out of the
+    address bar, and its watch-only link carries a viewer token, never the publisher's; all
+    under the pages' real Content-Security-Policy, which nothing on them violates."""
+    auth = AuthConfig(publisher_tokens=(PUBLISHER_TOKEN,), token_secret=ROOM_SECRET)
+    config = Config(server=ServerConfig(jitter_ms=20), auth=auth)
+    srv = TestServer(make_app(config, stages_under_test(config)), host="127.0.0.1")
+    await srv.start_server()
+    state = srv.app[STATE]
+    url = str(srv.make_url("")).rstrip("/")
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, speech_like([(0.5, 1.5)], 2.0), SAMPLE_RATE, subtype="PCM_16")
+    console: list[str] = []
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=chromium, args=_chromium_args(wav))
+            try:
+                page = await browser.new_page()
+                page.on("console", lambda message: console.append(message.text))
+                await page.goto(f"{url}/")
+                await _until(page, "document.getElementById('poster').naturalWidth > 0", "poster")
+                await page.click("#start")
+                await _until(page, "window.msadtalker.error !== null", "the page's refusal")
+                assert "token" in await page.evaluate("window.msadtalker.error")
+                assert await page.is_visible("#token")
+                assert not state.peers
+
+                await page.goto(f"{url}/?token={PUBLISHER_TOKEN}")
+                assert PUBLISHER_TOKEN not in page.url and "token" not in page.url
+                await page.click("#start")
+                await _until(page, "window.msadtalker.status === 'live'", "the publisher live")
+                assert await page.evaluate("window.msadtalker.error") is None
+                assert PUBLISHER_TOKEN not in await page.evaluate(
+                    "JSON.stringify(window.msadtalker)"
+                )
+                link = await page.get_attribute("#viewer-link", "href")
+                assert link is not None and "token=mst1." in link and PUBLISHER_TOKEN not in link
+                # The figures come back: the page polls its session with its token.
+                await _until(page, "window.msadtalker.latencyMs !== null", "the live figures")
+
+                viewer = await browser.new_page()
+                viewer.on("console", lambda message: console.append(message.text))
+                await viewer.goto(link)
+                assert "token" not in viewer.url
+                await viewer.click("#start")
+                await _until(viewer, "window.msadtalker.framesPresented > 10", "viewer frames")
+
+                await page.click("#stop")  # the hang-up carries the token too
+                await eventually(lambda: not state.peers, "the hang-up of the page and its viewer")
+            finally:
+                await browser.close()
+    finally:
+        await srv.close()
+    assert not [line for line in console if "Content Security Policy" in line], console

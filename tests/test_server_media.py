@@ -92,7 +92,14 @@ class Server:
 @pytest.fixture
 async def live(tmp_path: Path) -> AsyncIterator[Server]:
     server_config = ServerConfig(
-        jitter_ms=20, record_dir=str(tmp_path / "traces"), peer_timeout_s=1.5
+        jitter_ms=20,
+        record_dir=str(tmp_path / "traces"),
+        peer_timeout_s=1.5,
+        # The storm of bad requests comes from one address at once: the per-client limits
+        # have tests of their own (test_server_limits.py).
+        offers_burst=1000,
+        max_pending_per_client=1000,
+        max_pending=1000,
     )
     config = Config(server=server_config)
     stages = stages_under_test(config)
@@ -321,6 +328,49 @@ async def test_a_vanished_client_is_cleaned_up_and_others_go_on(live: Server) ->
     await live.wait_until_empty()
 
 
+def _stall(client: LoopbackClient, stalled: bool) -> None:
+    """Cut (or restore) ``client``'s network both ways, as an outage or a frozen process
+    would: what it sends and what reaches it are lost."""
+    protocols = {
+        id(protocol): protocol
+        for transceiver in client.pc.getTransceivers()
+        for protocol in transceiver.sender.transport.transport.iceGatherer._connection._protocols
+    }
+    for protocol in protocols.values():
+        if stalled:
+            setattr(protocol, "datagram_received", lambda data, addr: None)  # noqa: B010
+            setattr(protocol.transport, "sendto", lambda data, addr=None: None)  # noqa: B010
+        else:
+            delattr(protocol, "datagram_received")  # the class's own again
+            delattr(protocol.transport, "sendto")
+
+
+async def test_a_viewer_dropped_after_a_stall_sees_the_close_when_it_comes_back(
+    live: Server,
+) -> None:
+    """The server drops a viewer whose network stalled (no RTCP for ``peer_timeout_s``); the
+    one DTLS close it sends then is lost, so it says so again for a while: once back, the
+    viewer sees its connection closed within a few seconds, not after its ICE consent
+    expires (~30 s). The publisher streams on throughout."""
+    publisher = live.client(speech_like([(0.3, 20.0)], 20.0))
+    await publisher.connect(live.http)
+    viewer = live.client(role="viewer", room=publisher.answer["room"])
+    await viewer.connect(live.http)
+    await frames(viewer).wait_for(10)
+    _stall(viewer, True)
+    await eventually(lambda: viewer.session_id not in live.state.peers, "the viewer dropped")
+    assert viewer.pc.connectionState == "connected"  # it heard nothing of it
+    _stall(viewer, False)
+    await eventually(
+        lambda: viewer.pc.connectionState == "closed", "the viewer seeing the close", 5.0
+    )
+    await frames(publisher).wait_for(frames(publisher).count + 10)  # still streaming
+    assert set(live.state.peers) == {publisher.session_id}
+    await viewer.aclose()
+    await publisher.aclose()
+    await live.wait_until_empty()
+
+
 async def test_a_storm_of_bad_requests_leaves_a_live_session_alone(live: Server) -> None:
     """100 bad requests of every kind at once while a session streams: each gets its 4xx
     with a JSON body, none leaves anything behind, the session does not miss a frame."""
@@ -350,6 +400,7 @@ async def test_a_storm_of_bad_requests_leaves_a_live_session_alone(live: Server)
         kwargs: dict[str, Any] = {}
         if isinstance(body, bytes):
             kwargs["data"] = body
+            kwargs["headers"] = {"Content-Type": "application/json"}  # else 415, unread
         elif body is not None:
             kwargs["json"] = body
         async with live.http.request(method, base + path, **kwargs) as resp:

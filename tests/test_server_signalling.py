@@ -72,10 +72,12 @@ async def _expect_error(resp: ClientResponse, status: int, pattern: str) -> dict
     return body
 
 
-async def test_healthz_answers_while_sessions_are_accepted(client: Client) -> None:
-    resp = await client.get("/healthz")
-    assert resp.status == 200
-    assert (await resp.json())["status"] == "ok"
+async def test_healthz_and_readyz_answer_while_sessions_are_accepted(client: Client) -> None:
+    for path in ("/healthz", "/readyz"):
+        resp = await client.get(path)
+        assert resp.status == 200
+        body = await resp.json()
+        assert (body["ready"], body["reason"]) == (True, "ok")
 
 
 @pytest.mark.parametrize(
@@ -201,18 +203,21 @@ async def test_unknown_sessions_and_rooms_are_404(client: Client, offer_sdp: str
 
 
 async def test_a_hundred_offers_at_once() -> None:
-    """16 are taken, the rest get 429; the ones nobody connects to are closed after the
-    connect timeout and every task and peer connection is gone; then the server works."""
-    config = _config(max_sessions=16, connect_timeout_s=1.0)
+    """16 are taken, the rest get 503 (the server is full); the ones nobody connects to are
+    closed after the connect timeout and every task and peer connection is gone; then the
+    server works. (One client's offers and offers still connecting are limited too: not
+    here, see tests/test_server_limits.py.)"""
+    unlimited = {"max_pending_per_client": 100, "max_pending": 100, "offers_burst": 100}
+    config = _config(max_sessions=16, connect_timeout_s=1.0, **unlimited)
     client = await _client(config)
     try:
         sdp = await _offer_sdp()
         body = {"type": "offer", "sdp": sdp}
         responses = await asyncio.gather(*(client.post("/offer", json=body) for _ in range(100)))
         statuses = sorted(r.status for r in responses)
-        assert statuses.count(200) == 16 and statuses.count(429) == 84, statuses
-        refused = next(r for r in responses if r.status == 429)
-        await _expect_error(refused, 429, "limit")
+        assert statuses.count(200) == 16 and statuses.count(503) == 84, statuses
+        refused = next(r for r in responses if r.status == 503)
+        await _expect_error(refused, 503, "session limit")
         assert refused.headers.get("Retry-After")
         state = client.app[STATE]
         assert len(state.peers) == 16 and len(state.rooms) == 16
@@ -231,7 +236,7 @@ async def test_a_hundred_offers_at_once() -> None:
         await client.close()
 
 
-async def test_a_room_has_one_publisher_and_healthz_says_when_full(offer_sdp: str) -> None:
+async def test_a_room_has_one_publisher_and_readyz_says_when_full(offer_sdp: str) -> None:
     client = await _client(_config(max_sessions=2))
     try:
         body = {"type": "offer", "sdp": offer_sdp, "room": "lobby"}
@@ -241,11 +246,13 @@ async def test_a_room_has_one_publisher_and_healthz_says_when_full(offer_sdp: st
         for name in ("no spaces!", "ünïcode", "x" * 65, 42):
             bad = await client.post("/offer", json={**body, "room": name})
             await _expect_error(bad, 400, '"room"')
-        assert (await client.get("/healthz")).status == 200
+        assert (await client.get("/readyz")).status == 200
         other = await client.post("/offer", json={"type": "offer", "sdp": offer_sdp})
         assert other.status == 200
-        full = await client.get("/healthz")
-        assert full.status == 503 and (await full.json())["status"] == "full"
+        full = await _expect_error(await client.get("/readyz"), 503, "session limit")
+        assert (full["ready"], full["reason"]) == (False, "full")
+        alive = await client.get("/healthz")  # full is not dead: liveness stays 200
+        assert alive.status == 200 and (await alive.json())["reason"] == "full"
     finally:
         await client.close()
 
@@ -254,8 +261,9 @@ async def test_drain_stops_accepting(client: Client, offer_sdp: str) -> None:
     resp = await client.post("/offer", json={"type": "offer", "sdp": offer_sdp})
     assert resp.status == 200
     await drain(client.app[STATE])
-    health = await client.get("/healthz")
-    assert health.status == 503 and (await health.json())["status"] == "draining"
+    ready = await _expect_error(await client.get("/readyz"), 503, "shutting down")
+    assert ready["reason"] == "draining"
+    assert (await client.get("/healthz")).status == 200
     resp = await client.post("/offer", json={"type": "offer", "sdp": offer_sdp})
     await _expect_error(resp, 503, "shutting down")
     assert not client.app[STATE].peers

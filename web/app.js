@@ -1,6 +1,9 @@
 // msadtalker live pages: the publisher (mic -> avatar) and the viewer (watch only).
 // Plain browser JavaScript, no build step. The page state is exposed as window.msadtalker so
 // that people (devtools) and tests (playwright) can read the same figures the page shows.
+// An access token (when the server wants one) comes from ?token= or the token field; it is
+// kept in this closure only (never in window.msadtalker, storage or the address bar) and sent
+// as "Authorization: Bearer" on every call.
 "use strict";
 
 (() => {
@@ -8,6 +11,35 @@
   const $ = (id) => document.getElementById(id);
   const params = new URLSearchParams(location.search);
   const video = $("avatar");
+
+  // The token leaves the address bar (history, bookmarks, screen shares) at once.
+  let token = params.get("token");
+  if (params.has("token")) {
+    params.delete("token");
+    const query = params.toString();
+    history.replaceState(null, "", location.pathname + (query ? `?${query}` : "") + location.hash);
+  }
+
+  function authorized(headers) {
+    const all = Object.assign({}, headers || {});
+    if (token) all.Authorization = `Bearer ${token}`;
+    return all;
+  }
+
+  function askForToken(message) {
+    // The server wants a (different) token: a field, so the next Start uses what is pasted.
+    const box = $("token-box");
+    if (box) {
+      box.hidden = false;
+      $("token").focus();
+    }
+    return new Error(`${message}: paste an access token and press ${$("start").textContent}`);
+  }
+
+  const poster = $("poster");
+  const hidePoster = () => { poster.hidden = true; };
+  poster.addEventListener("error", hidePoster);
+  if (poster.complete && !poster.naturalWidth) hidePoster();
 
   const state = {
     role,
@@ -127,6 +159,8 @@
     setStatus("connecting");
     try {
       if (role === "viewer" && !state.room) throw new Error("no room in the address (?room=ID)");
+      const typed = $("token") ? $("token").value.trim() : "";
+      if (typed) token = typed;
       pc = new RTCPeerConnection({ iceServers: [] });
       const remote = new MediaStream();
       pc.addEventListener("track", (event) => {
@@ -167,15 +201,21 @@
       if (state.room) body.room = state.room;
       const response = await fetch("/offer", {
         method: "POST",
-        headers: { "Content-Type": "application/json" },
+        headers: authorized({ "Content-Type": "application/json" }),
         body: JSON.stringify(body),
       });
       const answer = await response.json();
+      if (response.status === 401 || response.status === 403) {
+        throw askForToken(answer.error || response.statusText);
+      }
       if (!response.ok) throw new Error(answer.error || response.statusText);
+      if ($("token-box")) $("token-box").hidden = true;
       state.sessionId = answer.session_id;
       state.room = answer.room;
       await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
       if (role === "publisher") {
+        // The server's link: with a viewer token for this room when it mints them, never
+        // this page's own (publisher) token.
         const link = new URL(answer.viewer_url, location.href).href;
         $("viewer-link").href = link;
         $("viewer-link").textContent = link;
@@ -207,7 +247,7 @@
           jitterBuffer = report.jitterBufferDelay / report.jitterBufferEmittedCount;
         }
       });
-      const response = await fetch(`/sessions/${state.sessionId}`);
+      const response = await fetch(`/sessions/${state.sessionId}`, { headers: authorized() });
       if (!response.ok) return;
       state.server = await response.json();
     } catch (err) {
@@ -243,7 +283,10 @@
   async function interrupt() {
     if (!state.sessionId) return;
     const button = $("interrupt");
-    const response = await fetch(`/sessions/${state.sessionId}/interrupt`, { method: "POST" });
+    const response = await fetch(`/sessions/${state.sessionId}/interrupt`, {
+      method: "POST",
+      headers: authorized(),
+    });
     if (response.ok && button) {
       button.classList.add("flash");
       setTimeout(() => button.classList.remove("flash"), 400);
@@ -256,7 +299,7 @@
     const id = state.sessionId;
     state.sessionId = null;
     if (id && reason !== "closed" && reason !== "failed") {
-      fetch(`/sessions/${id}`, { method: "DELETE" }).catch(() => {});
+      fetch(`/sessions/${id}`, { method: "DELETE", headers: authorized() }).catch(() => {});
     }
     if (mic) mic.getTracks().forEach((t) => t.stop());
     mic = null;

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,18 @@ async def _steps(url: str, pid: int | None, counts: list[int], seconds: float) -
     }
 
 
+def _user_session(url: str, k: int, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession | None:
+    """The HTTP client of publisher ``k``: from a loopback address of its own when the server
+    is on loopback (all of 127.0.0.0/8 is), so that N publishers are N users to the server's
+    per-client limits (offers a minute, offers still connecting); else ``None`` (shared)."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if not host.startswith("127."):
+        return None
+    source = f"127.0.{2 + k // 250}.{1 + k % 250}"
+    connector = aiohttp.TCPConnector(local_addr=(source, 0))
+    return aiohttp.ClientSession(timeout=timeout, connector=connector)
+
+
 async def _step(url: str, pid: int | None, count: int, seconds: float) -> dict[str, Any]:
     speech = onset_speech(bursts=max(2, int(seconds / 2)), lead_s=0.5, seed=count)
     timeout = aiohttp.ClientTimeout(total=60)
@@ -101,7 +114,12 @@ async def _step(url: str, pid: int | None, count: int, seconds: float) -> dict[s
             LoopbackClient(url, speech.samples, keep_audio=False, decode_video=False, mic_opus=True)
             for _ in range(count)
         ]
-        results = await asyncio.gather(*(c.connect(http) for c in clients), return_exceptions=True)
+        offers = [_user_session(url, k, timeout) for k in range(count)]
+        try:
+            connecting = (c.connect(o or http) for c, o in zip(clients, offers, strict=True))
+            results = await asyncio.gather(*connecting, return_exceptions=True)
+        finally:
+            await asyncio.gather(*(o.close() for o in offers if o is not None))
         failed = sum(isinstance(r, BaseException) for r in results)
         load_before = os.getloadavg()
         procs = process_tree(pid) if pid else []

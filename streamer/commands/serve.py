@@ -23,8 +23,8 @@ from streamer.commands._options import (
     stage_factory_from_args,
 )
 from streamer.config import Config
-from streamer.server.cluster import Cluster
-from streamer.server.run import run_async, serve, serve_worker, tell_parent
+from streamer.server.cluster import Cluster, take_hop_secret
+from streamer.server.run import check_exposure, run_async, serve, serve_worker, tell_parent
 from streamer.server.supervisor import WorkerStartError, supervise
 
 # Flags a worker does not inherit from the parent's command line (it gets its own).
@@ -47,6 +47,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="server processes sharing the port, sessions spread over them (default 1; "
         "limits such as server.max_sessions are per worker)",
     )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="serve without tokens on an address other than loopback: anyone who can reach "
+        "it may publish (server.insecure)",
+    )
     # A worker process of `serve --workers N` (set by the parent, not for people).
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--worker-ports", help=argparse.SUPPRESS)
@@ -61,11 +68,15 @@ def run(args: argparse.Namespace) -> int:
         "server.host": args.host,
         "server.port": args.port,
         "server.workers": args.workers,
+        "server.insecure": args.insecure,
         **avatar_overrides(args),
     }
     config = config_from_args(args, overrides, live=True)
     if args.worker is not None:
         return _run_worker(args, config)
+    # Before the avatar is prepared; the warning of a single process comes from ``serve``,
+    # that of a supervisor here, once rather than from every worker.
+    check_exposure(config, warn=config.server.workers > 1)
     if config.server.workers > 1:
         return _run_parent(args, config)
     stages = stage_factory_from_args(config, args, lookahead_ms=config.server.lookahead_ms)
@@ -81,13 +92,12 @@ def _run_parent(args: argparse.Namespace, config: Config) -> int:
     """The supervisor of ``server.workers`` workers (``streamer.server.supervisor``)."""
     server = config.server
     argv = ["-v"] * int(getattr(args, "verbose", 0) or 0) + ["serve", *_worker_flags(args)]
+    argv = ["--log-format", args.log_format, *argv]  # the workers log as the parent does
     # The config file may set server.workers without --workers: the workers must be told
     # they are workers, which --worker does; their own count is not used.
     try:
         return run_async(
-            supervise(
-                server.workers, server.host, server.port, argv, server.drain_timeout_s, _announce
-            )
+            supervise(server.workers, server.host, server.port, argv, server.drain_s, _announce)
         )
     except WorkerStartError as exc:
         if exc.user_error:
@@ -117,7 +127,7 @@ def _run_worker(args: argparse.Namespace, config: Config) -> int:
     try:
         ports = tuple(int(p) for p in str(args.worker_ports or "").split(",") if p)
         try:
-            cluster = Cluster(args.worker, ports)
+            cluster = Cluster(args.worker, ports, hop_secret=take_hop_secret())
         except ValueError as exc:
             raise ConfigError(f"--worker {args.worker}: {exc}") from None
         if args.worker_fd is None:

@@ -19,18 +19,26 @@ checks that all of them still find their targets.
   whether the remote wants our avatar video / speech on that m-line.
 * ``sends_opus``: whether the negotiated send codec (aiortc's first common codec,
   ``_codecs``) is Opus, so the speech track may hand aiortc ready Opus packets.
+* ``close_telling_the_remote``: aiortc's ``close`` sends the DTLS close_notify once. A remote
+  dropped because it went silent (a stalled network or process) has most likely lost that
+  one datagram (its receive buffer overflowed, or the path was down), and then shows
+  "connected" until its ICE consent expires (~30 s). This sends the close_notify again,
+  every second for a while, so the remote sees the close within a second of coming back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from aiortc import RTCPeerConnection, RTCRtpTransceiver
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_gt
+from OpenSSL import SSL
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +70,10 @@ def use_loopback_candidates(pc: RTCPeerConnection, mode: LoopbackMode) -> None:
     if mode == "off":
         return
     for transceiver in pc.getTransceivers():
-        gatherer = transceiver.sender.transport.transport.iceGatherer
+        dtls = getattr(transceiver.sender, "transport", None)
+        gatherer = getattr(getattr(dtls, "transport", None), "iceGatherer", None)
+        if gatherer is None:
+            continue  # a section aiortc did not give a transport: nothing to gather for it
         connection = getattr(gatherer, "_connection", None)
         needed = ("_local_candidates_start", "_local_candidates", "_components")
         if connection is None or not all(hasattr(connection, a) for a in needed):
@@ -187,3 +198,63 @@ def sends_opus(transceiver: RTCRtpTransceiver) -> bool:
         log.warning("aiortc internals changed: negotiated codec unknown, not pre-encoding Opus")
         return False
     return bool(codecs) and str(codecs[0].mimeType).lower() == "audio/opus"
+
+
+# ---------------------------------------------------------------- a close the remote hears
+
+
+async def close_telling_the_remote(
+    pc: RTCPeerConnection, linger_s: float, interval_s: float = 1.0
+) -> None:
+    """Close ``pc``, sending each DTLS transport's close_notify every ``interval_s`` for up to
+    ``linger_s`` first (see the module docstring); the resends stop early once the remote
+    answers the close or the ICE path is gone. Without aiortc's ``_ssl`` / ``_send`` it is
+    aiortc's own ``close`` (one close_notify)."""
+    try:
+        records = [(d, r) for d in _connected_dtls(pc) if (r := _close_notify(d))]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + linger_s
+        while records:
+            for dtls, record in list(records):
+                try:
+                    await dtls.transport._send(record)
+                except ConnectionError:
+                    records.remove((dtls, record))  # the ICE path is gone: nobody to tell
+            if loop.time() + interval_s > deadline:
+                break
+            await asyncio.sleep(interval_s)
+            records = [(d, r) for d, r in records if d.state != "closed"]
+    finally:
+        try:
+            await pc.close()
+        except Exception:
+            log.debug("closing a peer connection failed", exc_info=True)
+
+
+def _connected_dtls(pc: RTCPeerConnection) -> list[RTCDtlsTransport]:
+    found: dict[int, RTCDtlsTransport] = {}
+    for transceiver in pc.getTransceivers():
+        dtls = getattr(transceiver.sender, "transport", None)
+        if isinstance(dtls, RTCDtlsTransport) and dtls.state == "connected":
+            found[id(dtls)] = dtls
+    usable = [d for d in found.values() if hasattr(d, "_ssl") and hasattr(d.transport, "_send")]
+    if len(usable) < len(found):
+        log.warning("aiortc internals changed: the DTLS close is sent once")
+        return []
+    return usable
+
+
+def _close_notify(dtls: RTCDtlsTransport) -> bytes:
+    """The DTLS close_notify record of ``dtls``, made now (aiortc's own ``stop`` later finds
+    the shutdown done and sends nothing more)."""
+    ssl = dtls._ssl
+    if ssl is None:
+        return b""
+    try:
+        ssl.shutdown()
+    except SSL.Error:
+        pass
+    try:
+        return bytes(ssl.bio_read(1500))
+    except SSL.Error:
+        return b""

@@ -18,6 +18,8 @@
 * ``pump_mic``: a remote audio track -> ``MicFrameConverter`` -> ``LiveSession.feed``.
 * ``make_peer_connection``, ``close_quietly``: peer connections with explicit ICE servers,
   closed without raising.
+* ``TrackObserver``: both tracks report each frame they hand on (its preparation time and
+  the frames still queued), for the server's metrics.
 
 What reaches into aiortc / aioice internals (loopback ICE candidates, low-latency receive
 buffers, the offer's directions and codecs) is in ``streamer.io.aiortc_workarounds``.
@@ -28,8 +30,9 @@ from __future__ import annotations
 import asyncio
 import fractions
 import logging
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import av
 import cv2
@@ -52,12 +55,21 @@ AUDIO_PER_FRAME = SAMPLES_PER_FRAME * AUDIO_OUT_RATE // SAMPLE_RATE  # 1920
 MAX_SILENCE_FILL_FRAMES = FPS  # beyond 1 s of missing frames the audio re-syncs instead
 
 
+class TrackObserver(Protocol):
+    """Told of every frame a track hands on: ``kind`` ("video" / "audio"), the seconds spent
+    preparing it (video: the I420 conversion; audio: resampling and the Opus encoding),
+    and the frames still queued in the track's subscription."""
+
+    def frame_sent(self, kind: str, encode_s: float, queued: int) -> None: ...
+
+
 class AvatarVideoTrack(MediaStreamTrack):
     kind = "video"
 
-    def __init__(self, subscription: Subscription) -> None:
+    def __init__(self, subscription: Subscription, observer: TrackObserver | None = None) -> None:
         super().__init__()
         self._sub = subscription
+        self._observer = observer
         self.sent = 0
 
     async def recv(self) -> av.VideoFrame:
@@ -65,6 +77,7 @@ class AvatarVideoTrack(MediaStreamTrack):
         if frame is None:
             self.stop()
             raise MediaStreamError
+        started = time.perf_counter()
         image = frame.image
         if image.shape[0] % 2 == 0 and image.shape[1] % 2 == 0:
             # The encoders want I420; OpenCV's conversion is ~5x faster than the swscale
@@ -78,6 +91,8 @@ class AvatarVideoTrack(MediaStreamTrack):
         out.pts = frame.index * VIDEO_TICKS_PER_FRAME
         out.time_base = fractions.Fraction(1, VIDEO_CLOCK)
         self.sent += 1
+        if self._observer is not None:
+            self._observer.frame_sent("video", time.perf_counter() - started, len(self._sub))
         return out
 
     def stop(self) -> None:
@@ -109,13 +124,17 @@ class OpusPacketEncoder:
 class SpeechAudioTrack(MediaStreamTrack):
     kind = "audio"
 
-    def __init__(self, subscription: Subscription, opus: bool = False) -> None:
+    def __init__(
+        self, subscription: Subscription, opus: bool = False, observer: TrackObserver | None = None
+    ) -> None:
         super().__init__()
         self._sub = subscription
+        self._observer = observer
         self._resampler = StreamResampler(SAMPLE_RATE, AUDIO_OUT_RATE)
         self._pending: list[av.AudioFrame] = []
         self._next_index: int | None = None
         self._opus = OpusPacketEncoder() if opus else None
+        self._encode_s: float | None = None  # the frame being sent: resampling + encoding
         self.silence_filled = 0
 
     async def recv(self) -> av.AudioFrame | av.Packet:
@@ -123,7 +142,10 @@ class SpeechAudioTrack(MediaStreamTrack):
         if self._opus is None:
             return await self.next_frame()
         while True:
-            packets = self._opus.encode(await self.next_frame())
+            pcm = await self.next_frame()
+            started = time.perf_counter()
+            packets = self._opus.encode(pcm)
+            self._encode_s = (self._encode_s or 0.0) + time.perf_counter() - started
             if packets:
                 return packets[0]
 
@@ -133,8 +155,17 @@ class SpeechAudioTrack(MediaStreamTrack):
             if frame is None:
                 self.stop()
                 raise MediaStreamError
+            self._report()  # the previous frame's packets are all handed on
+            started = time.perf_counter()
             self._queue_frame(frame)
+            self._encode_s = time.perf_counter() - started
         return self._pending.pop(0)
+
+    def _report(self) -> None:
+        """One report per video frame's audio (40 ms: two packets), like the video track."""
+        if self._observer is not None and self._encode_s is not None:
+            self._observer.frame_sent("audio", self._encode_s, len(self._sub))
+        self._encode_s = None
 
     def _queue_frame(self, frame: VideoFrame) -> None:
         index = frame.index

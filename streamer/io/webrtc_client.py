@@ -148,6 +148,7 @@ class LoopbackClient:
     read_media: bool = True
     mic_gaps: tuple[tuple[float, float], ...] = ()
     mic_opus: bool = False  # see PacedAudioTrack
+    token: str | None = None  # sent as ``Authorization: Bearer`` when the server wants one
     video: list[ReceivedVideo] = field(default_factory=list)
     received_audio: list[ReceivedAudio] = field(default_factory=list)
     answer: dict[str, Any] = field(default_factory=dict)
@@ -198,7 +199,8 @@ class LoopbackClient:
         }
         if self.room is not None:
             body["room"] = self.room
-        async with http.post(f"{self.base_url}/offer", json=body) as resp:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        async with http.post(f"{self.base_url}/offer", json=body, headers=headers) as resp:
             answer = await resp.json()
             self.answer_headers = dict(resp.headers)
             if resp.status != 200:

@@ -9,7 +9,9 @@ Routes::
     GET  /sessions/{session_id}             live figures of a session (JSON)
     POST /sessions/{session_id}/interrupt   barge-in: buffered audio cleared, avatar to rest
     DELETE /sessions/{session_id}           hang up
-    GET  /healthz                           200 while sessions are accepted, 503 draining/full
+    GET  /healthz                           liveness: 200 while the process answers
+    GET  /readyz                            200 while new sessions are accepted, 503 + reason
+    GET  /metrics                           Prometheus metrics (all workers in one scrape)
     GET  /avatar.jpg                        the avatar at rest (shown before the pages connect)
 
 A publisher offer carries the mic (audio, sendrecv or sendonly) and receives the avatar video
@@ -17,9 +19,10 @@ A publisher offer carries the mic (audio, sendrecv or sendonly) and receives the
 random id). A viewer offer (``"role": "viewer"``, ``room`` required) only receives. Every error
 is a 4xx/5xx with a JSON body ``{"error": ..., "status": ...}``.
 
-Limits (``ServerConfig``): ``max_sessions`` peer connections in all (offers being negotiated
-or placed included), ``max_viewers_per_room``, ``max_sdp_bytes``; with several workers they
-are each worker's, and ``/healthz`` answers for the worker alone.
+Limits (``ServerConfig``, ``limits``): sessions, rooms and viewers (503 + ``Retry-After``
+beyond), each client's offers a minute and offers still connecting (429), SDP and body sizes,
+slow requests and connections per client on the public port (``connections``); with several
+workers they are each worker's, and ``/healthz`` and ``/readyz`` answer for the worker alone.
 
 Package map (one job per module):
 
@@ -28,7 +31,15 @@ Package map (one job per module):
 ``state``           ``ServerState`` (under the typed app key ``STATE``) and ``Peer``
 ``offers``          ``parse_offer``: body + SDP checks, a pure function -> ``Offer``
 ``errors``          the JSON error middleware, ``RequestError``, ``error_response``
+``clients``         who the client of a request is (address, trusted proxies), its budgets
+``limits``          per-client offer budgets, offers still connecting, capacity: 429 / 503
+``connections``     the public port's guard: slow requests, connections per client
+``ratelimit``       ``RateLimiter``: a token bucket per key, in bounded memory
+``auth``            bearer tokens and signed room tokens -> ``Credential`` (no aiohttp)
+``access``          who may do what over HTTP: the auth middleware, offers, session owners
+``security``        security headers (CSP, ...), CORS, the ``/static`` files
 ``handlers``        the request handlers (offer, health, poster, stats, interrupt, hang-up, pages)
+``metrics``         Prometheus metrics: one registry per app, the workers' scrapes merged
 ``peers``           peer lifecycle: negotiate, outputs, watch, ``close_peer``, ``drain``
 ``poster``          ``/avatar.jpg``: the avatar at rest, rendered once by the pipeline
 ``rooms``           rooms: one publisher, any number of viewers

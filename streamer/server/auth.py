@@ -36,11 +36,14 @@ MAX_TOKEN_CHARS = 4096  # longer Authorization values are rejected unread
 
 
 class AuthError(Exception):
-    """A request without the right credential: 401 (who are you?) or 403 (not allowed)."""
+    """A request without the right credential: 401 (who are you?) or 403 (not allowed).
+    ``reason``: one word for counting (``missing``, ``malformed``, ``invalid``, ``expired``,
+    ``forbidden``); like the message, it never contains the token."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, reason: str = "invalid") -> None:
         super().__init__(message)
         self.status = status
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -80,10 +83,10 @@ def bearer_token(authorization: str | None) -> str | None:
     if authorization is None:
         return None
     if len(authorization) > MAX_TOKEN_CHARS:
-        raise AuthError(401, "Authorization header too long")
+        raise AuthError(401, "Authorization header too long", "malformed")
     scheme, _, token = authorization.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise AuthError(401, 'Authorization must be "Bearer <token>"')
+        raise AuthError(401, 'Authorization must be "Bearer <token>"', "malformed")
     return token.strip()
 
 
@@ -112,7 +115,7 @@ class Authenticator:
         if self.open:
             return OPEN
         if token is None:
-            raise AuthError(401, "a bearer token is required")
+            raise AuthError(401, "a bearer token is required", "missing")
         if token.startswith(ROOM_TOKEN_PREFIX + ".") and self._secret:
             return self._room_credential(token)
         digest = _digest(token)
@@ -129,9 +132,9 @@ class Authenticator:
         """The credential, if it may act as ``role`` (in ``room``); else 401/403."""
         credential = self.authenticate(token)
         if not credential.allows(role):
-            raise AuthError(403, f"a {credential.role} token cannot act as {role}")
+            raise AuthError(403, f"a {credential.role} token cannot act as {role}", "forbidden")
         if not credential.allows_room(room):
-            raise AuthError(403, "this token is for another room")
+            raise AuthError(403, "this token is for another room", "forbidden")
         return credential
 
     def _room_credential(self, token: str) -> Credential:
@@ -139,7 +142,7 @@ class Authenticator:
             prefix, payload_b64, signature_b64 = token.split(".")
             signature = _unb64(signature_b64)
         except (ValueError, binascii.Error):
-            raise AuthError(401, "malformed room token") from None
+            raise AuthError(401, "malformed room token", "malformed") from None
         expected = hmac.new(self._secret, f"{prefix}.{payload_b64}".encode(), "sha256").digest()
         if not hmac.compare_digest(signature, expected):
             raise AuthError(401, "invalid token")
@@ -147,11 +150,11 @@ class Authenticator:
             claims = json.loads(_unb64(payload_b64))
             role, room, expires = claims["role"], claims["room"], float(claims["exp"])
         except (ValueError, KeyError, TypeError, binascii.Error):
-            raise AuthError(401, "malformed room token") from None
+            raise AuthError(401, "malformed room token", "malformed") from None
         if role not in ROLES or not isinstance(room, str):
-            raise AuthError(401, "malformed room token")
+            raise AuthError(401, "malformed room token", "malformed")
         if self._clock() >= expires:
-            raise AuthError(401, "token expired")
+            raise AuthError(401, "token expired", "expired")
         subject = f"room:{hashlib.sha256(token.encode()).hexdigest()[:24]}"
         return Credential(role=role, subject=subject, room=room)
 

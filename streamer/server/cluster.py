@@ -16,12 +16,22 @@ A worker that receives a request for an id it does not own forwards it to the ow
 port and relays the answer (status + JSON body). Requests that arrive on the internal port are
 always handled where they arrive (no forwarding loops). Media is never forwarded: the answer's
 ICE candidates are the owner's own UDP sockets.
+
+The internal ports are on loopback, where any local user could reach them, so the hop is
+authenticated: the supervisor hands every worker one random secret per run through the
+environment (``HOP_SECRET_ENV``, read once and removed: never on a command line, which other
+users can read); every forwarded request carries it (``HOP_HEADER``, compared in constant
+time) with the credential the receiving worker established (``CREDENTIAL_HEADER``,
+``streamer.server.access``), and a request on an internal port without it is refused (403).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import json
 import logging
+import os
 import re
 import zlib
 from collections.abc import Callable
@@ -31,9 +41,15 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from msadtalker.errors import ConfigError
+from streamer.server.clients import CLIENT
+
 log = logging.getLogger(__name__)
 
 WORKER_HEADER = "X-Msadtalker-Worker"  # on every worker's answer: the worker that received it
+HOP_HEADER = "X-Msadtalker-Hop"  # the run's hop secret, on every request between workers
+CREDENTIAL_HEADER = "X-Msadtalker-Credential"  # who the forwarded request's caller proved to be
+HOP_SECRET_ENV = "MSADTALKER_HOP_SECRET"  # how the supervisor hands the secret to its workers
 _OWNED = re.compile(r"^w(\d+)-")
 _RELAYED_HEADERS = ("Content-Type", "Retry-After", "Allow")
 PLACEMENT_TIMEOUT_S = 1.0  # a worker that does not say its load by then is left out
@@ -47,16 +63,35 @@ class OwnerUnreachable(Exception):
         super().__init__(f"worker {owner}, which owns {what}, is not answering")
 
 
+def take_hop_secret() -> str:
+    """The hop secret the supervisor put in this worker's environment, removed from it (no
+    child process inherits it); ``ConfigError`` when there is none."""
+    secret = os.environ.pop(HOP_SECRET_ENV, "")
+    if not secret:
+        raise ConfigError(f"--worker needs {HOP_SECRET_ENV} (it is set by `serve --workers`)")
+    return secret
+
+
 @dataclass(frozen=True)
 class Cluster:
-    """This worker's place among the workers: ``index`` and every worker's internal port."""
+    """This worker's place among the workers: ``index``, every worker's internal port and the
+    run's ``hop_secret`` (see the module docstring; never shown in ``repr``)."""
 
     index: int
     internal_ports: tuple[int, ...]
+    hop_secret: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         if not 0 <= self.index < len(self.internal_ports):
             raise ValueError(f"worker index {self.index} outside 0..{len(self) - 1}")
+        if not self.hop_secret:
+            raise ValueError("workers need a hop secret")
+
+    def hop_ok(self, presented: str | None) -> bool:
+        """Whether a request on the internal port carries this run's hop secret."""
+        if presented is None:
+            return False
+        return hmac.compare_digest(presented.encode("utf-8", "replace"), self.hop_secret.encode())
 
     def __len__(self) -> int:
         return len(self.internal_ports)
@@ -126,13 +161,23 @@ class Forwarder:
     def _url(self, owner: int, path_qs: str) -> str:
         return f"http://127.0.0.1:{self.cluster.internal_ports[owner]}{path_qs}"
 
-    async def relay(self, request: web.Request, owner: int, what: str) -> web.Response:
-        """Send ``request`` (method, path, query, body) to worker ``owner``; its answer."""
+    async def relay(
+        self, request: web.Request, owner: int, what: str, credential: str | None = None
+    ) -> web.Response:
+        """Send ``request`` (method, path, query, body) to worker ``owner``; its answer.
+        ``credential``: the caller's, as established here (``CREDENTIAL_HEADER``); the
+        caller's own ``Authorization`` is not passed on."""
         # Read already (and cached) by the handler that decided to forward it.
         body = await request.read() if request.body_exists else None
-        headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
-        if request.remote:
-            headers["X-Forwarded-For"] = request.remote
+        headers = {
+            "Content-Type": request.headers.get("Content-Type", "application/json"),
+            HOP_HEADER: self.cluster.hop_secret,
+        }
+        if credential is not None:
+            headers[CREDENTIAL_HEADER] = credential
+        client = request.get(CLIENT) or request.remote  # as ``limits`` named it
+        if client:
+            headers["X-Forwarded-For"] = client
         is_offer = request.method == "POST" and request.path == "/offer"
         timeout = aiohttp.ClientTimeout(
             total=self.offer_timeout_s if is_offer else REQUEST_TIMEOUT_S
@@ -186,17 +231,37 @@ class Forwarder:
         log.debug("placement: own load %s, others %s -> worker %d", mine, reported, chosen)
         return chosen
 
-    async def _load_of(self, worker: int) -> int | None:
-        """A worker's load from its ``/healthz``; ``None`` when it is full, draining or silent."""
-        timeout = aiohttp.ClientTimeout(total=PLACEMENT_TIMEOUT_S)
+    async def get(
+        self, worker: int, path: str, timeout_s: float, credential: str | None = None
+    ) -> tuple[int, bytes] | None:
+        """``GET path`` on worker ``worker``'s internal port, with the hop secret (and the
+        ``credential`` a route needs): (status, body), ``None`` when it does not answer."""
+        headers = {HOP_HEADER: self.cluster.hop_secret}
+        if credential is not None:
+            headers[CREDENTIAL_HEADER] = credential
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
         try:
-            async with self._client().get(self._url(worker, "/healthz"), timeout=timeout) as r:
-                if r.status != 200:
-                    return None
-                body: dict[str, Any] = await r.json()
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+            url = self._url(worker, path)
+            async with self._client().get(url, timeout=timeout, headers=headers) as r:
+                return r.status, await r.read()
+        except (aiohttp.ClientError, TimeoutError):
             return None
-        load = body.get("load")
+
+    async def fetch(self, worker: int, path: str, timeout_s: float) -> bytes | None:
+        """The body of worker ``worker``'s 200 answer to ``GET path`` (``None``: no 200)."""
+        answer = await self.get(worker, path, timeout_s)
+        return answer[1] if answer is not None and answer[0] == 200 else None
+
+    async def _load_of(self, worker: int) -> int | None:
+        """A worker's load from its ``/readyz``; ``None`` when it is full, draining or silent."""
+        answer = await self.get(worker, "/readyz", PLACEMENT_TIMEOUT_S)
+        if answer is None or answer[0] != 200:
+            return None
+        try:
+            body: dict[str, Any] = json.loads(answer[1])
+        except ValueError:
+            return None
+        load = body.get("load") if isinstance(body, dict) else None
         return load if isinstance(load, int) else None
 
     async def aclose(self) -> None:

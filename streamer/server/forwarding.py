@@ -16,9 +16,10 @@ owns what they are about, so that handlers never think about workers.
   worker: no forwarding loops), is handled here.
 
 A request for another worker is relayed to that worker's internal port and its answer
-(status, JSON body) returned (``Forwarder.relay``); a worker that does not answer is a JSON
-503 (``OwnerUnreachable``). ``worker_header`` stamps every answer with the worker that
-received the request.
+(status, JSON body) returned (``Forwarder.relay``), with the credential this worker
+established for it (``streamer.server.access``, which runs first); a worker that does not
+answer is a JSON 503 (``OwnerUnreachable``). ``worker_header`` stamps every answer with the
+worker that received the request.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from streamer.server.access import CREDENTIAL, encode_credential
 from streamer.server.cluster import WORKER_HEADER, Cluster, Forwarder
 from streamer.server.handlers import read_offer
 from streamer.server.offers import Offer
@@ -53,7 +55,8 @@ def forward_to_owner(cluster: Cluster) -> Middleware:
         if session_id is not None:
             owner = cluster.owner_of_session(session_id)
             if owner != cluster.index:
-                return await forwarder.relay(request, owner, f"session {session_id!r}")
+                what = f"session {session_id!r}"
+                return await forwarder.relay(request, owner, what, _credential(request))
         return await handler(request)
 
     return middleware
@@ -76,7 +79,7 @@ async def _place_offer(
         return await handler(request)
     forwarder.reserve(owner)  # before any await: the next placement sees it
     try:
-        return await forwarder.relay(request, owner, what)
+        return await forwarder.relay(request, owner, what, _credential(request))
     finally:
         forwarder.release(owner)
 
@@ -94,6 +97,13 @@ async def _offer_owner(
 
     owner = await forwarder.least_loaded(own_load)
     return owner, "the new session"
+
+
+def _credential(request: web.Request) -> str | None:
+    """The caller's credential for the owner, which binds and checks against it (the hop
+    itself is authenticated by ``Forwarder.relay``)."""
+    credential = request.get(CREDENTIAL)
+    return encode_credential(credential) if credential is not None else None
 
 
 def worker_header(index: int) -> Middleware:

@@ -14,30 +14,45 @@ from typing import Any
 
 from aiohttp import web
 
+from streamer.server.access import authorized_offer, credential_of, may_access, viewer_link
 from streamer.server.errors import RequestError
+from streamer.server.limits import admit_offer, check_capacity, client_of
+from streamer.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from streamer.server.metrics import OPENMETRICS, WORKER_SCRAPE_TIMEOUT_S, cluster_exposition
 from streamer.server.offers import Offer, OfferError, max_body_bytes, parse_offer
 from streamer.server.peers import close_peer, negotiate
 from streamer.server.poster import poster_jpeg
 from streamer.server.rooms import Room
-from streamer.server.state import STATE, Peer
+from streamer.server.state import STATE, Peer, ServerState
 
 log = logging.getLogger(__name__)
 
 OFFER = web.RequestKey("offer", Offer)  # the request's offer, once read (``read_offer``)
 RETRY_LATER = {"Retry-After": "5"}
+READY_REASONS = {"draining": "the server is shutting down", "full": "at the session limit"}
 
 
 async def read_offer(request: web.Request) -> Offer:
-    """The checked offer in the request body; read once (the forwarding middleware may have
-    read it already, to decide where it goes)."""
+    """The checked offer in the request body, as the caller's credential may make it
+    (``access.authorize_offer``); read once (the forwarding middleware may have read it
+    already, to decide where it goes)."""
     cached = request.get(OFFER)
     if cached is not None:
         return cached
+    credential_of(request)  # 401 before anything is read
     max_sdp = request.app[STATE].server.max_sdp_bytes
     length = request.content_length
     if length is not None and length > max_body_bytes(max_sdp):
         raise OfferError(413, "request body too large")  # refused unread
-    offer = parse_offer(await request.read(), max_sdp)
+    if request.content_type != "application/json":
+        # A web page may send text/plain to any site without asking (no CORS preflight):
+        # requiring JSON keeps other sites' pages from opening sessions from their visitors.
+        raise OfferError(415, "Content-Type must be application/json")
+    try:
+        body = await request.read()
+    except web.RequestPayloadError:  # a body aiohttp could not decode (chunks, compression)
+        raise OfferError(400, "request body could not be read") from None
+    offer = authorized_offer(request, parse_offer(body, max_sdp))
     request[OFFER] = offer
     return offer
 
@@ -46,30 +61,33 @@ async def handle_offer(request: web.Request) -> web.Response:
     state = request.app[STATE]
     if state.draining:
         raise RequestError(503, "server is shutting down")
+    client = client_of(request)
+    admit_offer(state, client)  # offers still connecting: before the body is read
     offer = await read_offer(request)
-    if state.full:
-        raise RequestError(429, "server is at its session limit; try again later", RETRY_LATER)
     room: Room[Peer] | None = None
     if offer.role == "viewer":
         assert offer.room is not None  # a viewer offer names its room (``parse_offer``)
         room = state.rooms.get(offer.room)
         if room is None or room.publisher is None:
             raise RequestError(404, f"no room {offer.room!r} with a publisher")
-        if len(room.viewers) >= state.server.max_viewers_per_room:
-            raise RequestError(429, "room is at its viewer limit", RETRY_LATER)
+    check_capacity(state, offer, room)
     state.negotiating += 1
     try:
-        return web.json_response(await negotiate(state, offer, room))
+        with state.clients.negotiation(client):
+            subject = credential_of(request).subject
+            answer = await negotiate(state, offer, room, subject, client=client)
     finally:
         state.negotiating -= 1
+    if offer.role == "publisher":
+        answer["viewer_url"] = viewer_link(state, answer["room"])
+    return web.json_response(answer)
 
 
-async def handle_health(request: web.Request) -> web.Response:
-    """200 while a new session would be accepted; 503 when draining or full."""
-    state = request.app[STATE]
-    status = "draining" if state.draining else "full" if state.full else "ok"
+def _figures(state: ServerState) -> dict[str, Any]:
+    ready, reason = state.readiness()
     body: dict[str, Any] = {
-        "status": status,
+        "ready": ready,
+        "reason": reason,
         "sessions": len(state.peers),
         "rooms": len(state.rooms),
         "capacity": state.server.max_sessions,
@@ -77,7 +95,42 @@ async def handle_health(request: web.Request) -> web.Response:
     if state.cluster is not None:
         # This worker's alone (a load balancer sees N independent processes on one port).
         body.update(worker=state.cluster.index, workers=len(state.cluster), load=state.load)
-    return web.json_response(body, status=200 if status == "ok" else 503)
+    return body
+
+
+async def handle_health(request: web.Request) -> web.Response:
+    """Liveness: 200 whenever the process answers, busy, full or draining alike (restarting
+    a server because it is full would only cut its sessions); the figures say the rest."""
+    return web.json_response({"alive": True, **_figures(request.app[STATE])})
+
+
+async def handle_ready(request: web.Request) -> web.Response:
+    """Readiness for a new session: 200, or 503 with the reason ("draining", "full")."""
+    body = _figures(request.app[STATE])
+    if body["ready"]:
+        return web.json_response(body)
+    reason = READY_REASONS.get(body["reason"], body["reason"])
+    body.update(error=f"not ready: {reason}", status=503)
+    return web.json_response(body, status=503, headers=RETRY_LATER)
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics (``streamer.server.metrics``); with several workers, all of them
+    (a request from another worker gets this worker's alone, as OpenMetrics text)."""
+    state = request.app[STATE]
+    metrics, cluster, forwarder = state.metrics, state.cluster, state.forwarder
+    if cluster is None or forwarder is None:
+        body = metrics.exposition()
+    elif cluster.is_internal(request):
+        return web.Response(body=metrics.openmetrics(), headers={"Content-Type": OPENMETRICS})
+    else:
+
+        async def fetch(worker: int) -> bytes | None:
+            answer = await forwarder.get(worker, "/metrics", WORKER_SCRAPE_TIMEOUT_S)
+            return answer[1] if answer is not None and answer[0] == 200 else None
+
+        body = await cluster_exposition(metrics.openmetrics(), cluster.index, len(cluster), fetch)
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 async def handle_poster(request: web.Request) -> web.Response:
@@ -91,8 +144,10 @@ async def handle_poster(request: web.Request) -> web.Response:
 
 
 def _peer(request: web.Request) -> Peer:
+    """The session the path names, if the caller created it: to anyone else it does not
+    exist (the same 404 as an unknown id, so ids cannot be probed)."""
     peer = request.app[STATE].peers.get(request.match_info["session_id"])
-    if peer is None:
+    if peer is None or not may_access(credential_of(request), peer.owner):
         raise RequestError(404, f"no session {request.match_info['session_id']!r}")
     return peer
 

@@ -10,10 +10,12 @@ SDP over the limit). It checks what the server needs of an offer, not the whole 
   ``"role"`` (``"publisher"``, the default, or ``"viewer"``) and ``"room"`` (1-64 characters
   of ``A-Z a-z 0-9 _ -``; a viewer must name one);
 * the SDP: starts with ``v=0``, every line is ``x=...``, every ``m=`` line has its four
-  fields, at least one media section;
-* the media, with each section's direction as offered (its own ``a=`` direction, else the
-  session-level one, else ``sendrecv``): a publisher sends audio (its microphone), and every
-  offer receives video (the avatar).
+  fields, at least one media section, each with an ``a=mid`` of its own (no two alike), and
+  every audio and video section with its own direction (``a=sendrecv``, ``sendonly``,
+  ``recvonly`` or ``inactive``: aiortc reads no session-level direction and cannot answer a
+  section without one);
+* the media, with each section's direction as offered: a publisher sends audio (its
+  microphone), and every offer receives video (the avatar).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ _RECEIVING = frozenset({"sendrecv", "recvonly"})
 
 
 class OfferError(Exception):
-    """An offer the client must fix; becomes a JSON error with ``status`` (400 or 413)."""
+    """An offer the client must fix; becomes a JSON error with ``status`` (400, 413, 415)."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -80,7 +82,7 @@ def parse_offer(body: bytes | str, max_sdp_bytes: int) -> Offer:
     if role not in ("publisher", "viewer"):
         raise OfferError(400, 'field "role" must be "publisher" or "viewer"')
     room = fields.get("room")
-    if room is not None and (not isinstance(room, str) or not ROOM_ID.match(room)):
+    if room is not None and (not isinstance(room, str) or not ROOM_ID.fullmatch(room)):
         raise OfferError(400, 'field "room" must be 1-64 characters of A-Z a-z 0-9 _ -')
     if role == "viewer" and room is None:
         raise OfferError(400, 'a viewer offer needs a "room"')
@@ -96,26 +98,51 @@ def parse_offer(body: bytes | str, max_sdp_bytes: int) -> Offer:
 
 def media_sections(sdp: str) -> tuple[MediaSection, ...]:
     """Kind and offered direction of each ``m=`` section; ``OfferError`` (400) when the SDP
-    is malformed or has no media."""
+    is malformed, has no media, or has a section aiortc cannot answer (no ``a=mid``, a mid
+    used twice, audio or video without its own direction)."""
     lines = [line.strip() for line in sdp.replace("\r\n", "\n").split("\n") if line.strip()]
     if not lines or lines[0] != "v=0":
         raise OfferError(400, "malformed SDP: it must start with v=0")
     for line in lines:
         if len(line) < 2 or line[1] != "=":
             raise OfferError(400, f"malformed SDP line: {line[:40]!r}")
-    sections: list[MediaSection] = []
-    session_direction = "sendrecv"
+    sections: list[_Section] = []
     for line in lines:
         if line.startswith("m="):
             parts = line[2:].split()
             if len(parts) < 4:
                 raise OfferError(400, f"malformed SDP media line: {line[:60]!r}")
-            sections.append(MediaSection(parts[0], session_direction))
-        elif line.startswith("a=") and line[2:] in DIRECTIONS:
-            if sections:
-                sections[-1] = MediaSection(sections[-1].kind, line[2:])
-            else:
-                session_direction = line[2:]
+            sections.append(_Section(parts[0]))
+        elif sections and line.startswith("a="):
+            sections[-1].read(line[2:])
     if not sections:
         raise OfferError(400, "SDP has no media sections")
-    return tuple(sections)
+    seen: dict[str, int] = {}
+    for number, section in enumerate(sections, start=1):
+        name = f"media section {number} ({section.kind[:20]})"
+        if section.mid is None:
+            raise OfferError(400, f"{name} has no a=mid")
+        if section.mid in seen:
+            first = seen[section.mid]
+            raise OfferError(400, f"{name} repeats a=mid:{section.mid[:32]} of section {first}")
+        seen[section.mid] = number
+        if section.kind in ("audio", "video") and section.direction is None:
+            raise OfferError(
+                400, f"{name} has no direction (a=sendrecv, sendonly, recvonly or inactive)"
+            )
+    return tuple(MediaSection(s.kind, s.direction or "sendrecv") for s in sections)
+
+
+class _Section:
+    """What ``media_sections`` reads of one ``m=`` section: its kind, mid and direction."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.mid: str | None = None
+        self.direction: str | None = None
+
+    def read(self, attribute: str) -> None:
+        if attribute in DIRECTIONS:
+            self.direction = attribute
+        elif attribute.startswith("mid:"):
+            self.mid = attribute[4:].strip() or None  # the last one counts, as for aiortc

@@ -4,14 +4,23 @@
   (the avatar video on the video m-line; the delayed speech on the audio m-line when the
   remote receives audio) -> the answer. A publisher opens a room and a ``LiveSession`` (which
   starts ticking when the peer connects, so an offer nobody connects to costs no pipeline
-  time); a viewer subscribes to its room's session. Whatever fails on the way is undone.
+  time); a viewer subscribes to its room's session. Whatever fails on the way is undone;
+  an offer aiortc cannot answer is a 400 (one INFO line), not a failure of ours.
 * ``watch`` (part of ``negotiate``): a peer that has not connected within
   ``connect_timeout_s``, whose connection fails or closes, that sends no RTCP for
-  ``peer_timeout_s`` (vanished), or whose session ended, is closed.
+  ``peer_timeout_s`` (vanished), or whose session ended, is closed; so is a publisher whose
+  mic sent nothing while its room had no viewer for ``idle_session_s``, and any peer after
+  ``max_session_s``. A vanished peer is told of the close again for a while
+  (``close_telling_the_remote``): it most likely missed the first one.
 * ``close_peer``: idempotent cleanup of one peer: its tasks, tracks, connection and, for a
-  publisher, its session, its room and the room's viewers.
-* ``drain``: stop accepting, let every publisher session flush its pipeline into its sinks
-  (recorded traces are complete), close every peer.
+  publisher, its session, its room and the room's viewers. The cleanup runs as a task of its
+  own: a second caller waits for it, and cancelling a caller does not cut it short (a peer
+  connection closed half-way would stay open on the client's side).
+* ``drain`` (SIGTERM): stop accepting (``/readyz`` and offers answer 503), give the live
+  sessions up to ``server.drain_s`` to finish (a session has finished when its peer hung up
+  or its avatar is not speaking: nobody is cut off mid-word), flush every publisher session
+  into its sinks (recorded traces are complete), close every peer connection (the client's
+  DTLS transport sees the close at once), cancel what is left.
 """
 
 from __future__ import annotations
@@ -20,15 +29,19 @@ import asyncio
 import datetime
 import logging
 import re
-import uuid
+import secrets
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc import clock as rtc_clock
 from aiortc.mediastreams import MediaStreamTrack
 
 from streamer.io.aiortc_workarounds import (
+    close_telling_the_remote,
     remote_receives,
     sends_opus,
     use_loopback_candidates,
@@ -38,10 +51,13 @@ from streamer.io.trace import TraceWriter
 from streamer.io.webrtc import (
     AvatarVideoTrack,
     SpeechAudioTrack,
+    TrackObserver,
     close_quietly,
     make_peer_connection,
     pump_mic,
 )
+from streamer.logs import bind, context_with
+from streamer.server.auth import OPEN
 from streamer.server.errors import RequestError
 from streamer.server.offers import Offer, OfferError
 from streamer.server.rooms import Room
@@ -49,14 +65,30 @@ from streamer.server.state import Peer, ServerState
 from streamer.session import FrameSink, LiveSession
 
 log = logging.getLogger(__name__)
+# Drain: the time a session's pipeline gets to flush into its recordings even when waiting
+# for the sessions to finish took all of ``server.drain_s`` (a few frames of lookahead).
+FLUSH_AT_LEAST_S = 1.0
+# A peer dropped for silence is told of the close (DTLS close_notify) every second for this
+# long, so that it sees the close within a second of coming back from a stall.
+VANISHED_CLOSE_LINGER_S = 10.0
 
 
-async def negotiate(state: ServerState, offer: Offer, room: Room[Peer] | None) -> dict[str, Any]:
+async def negotiate(
+    state: ServerState,
+    offer: Offer,
+    room: Room[Peer] | None,
+    owner: str = OPEN.subject,
+    *,
+    client: str = "",
+) -> dict[str, Any]:
     """The answer (JSON body) to ``offer``; ``room``: the viewer's room (checked by the
-    caller), ``None`` for a publisher."""
+    caller), ``None`` for a publisher; ``owner``: the credential subject the peer is bound to
+    (``streamer.server.access``); ``client``: its address (``streamer.server.limits``)."""
     role = offer.role
     pc = make_peer_connection(state.server.stun_url)
-    peer_id = state.id_prefix + uuid.uuid4().hex[:12]
+    # 128 random bits: in open mode the id is the only capability to read or hang up.
+    peer_id = state.id_prefix + secrets.token_hex(16)
+    bind({"session_id": peer_id})  # this request's log lines (its task ends with it)
     mic_tracks: list[MediaStreamTrack] = []
 
     @pc.on("track")
@@ -70,7 +102,7 @@ async def negotiate(state: ServerState, offer: Offer, room: Room[Peer] | None) -
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
         except Exception as exc:  # aiortc raises many types for a bad offer
-            raise OfferError(400, _describe_bad_offer(exc)) from None
+            raise _unusable(exc) from None
         if role == "publisher":
             try:
                 room = state.rooms.open(offer.room)
@@ -81,15 +113,26 @@ async def negotiate(state: ServerState, offer: Offer, room: Room[Peer] | None) -
         else:
             assert room is not None and room.publisher is not None
             session = room.publisher.session
-        peer = Peer(id=peer_id, role=role, room=room, pc=pc, session=session)
-        _attach_outputs(pc, peer)
+        peer = Peer(
+            id=peer_id, role=role, room=room, pc=pc, session=session, owner=owner, client=client
+        )
+        _attach_outputs(pc, peer, state.metrics)
         use_loopback_candidates(pc, state.loopback)
         use_low_latency_receive(pc)
-        answer = await pc.createAnswer()
-        await pc.setLocalDescription(answer)
+        try:
+            await pc.setLocalDescription(await pc.createAnswer())
+        except OSError:
+            raise  # ours: no address or port to gather candidates on
+        except Exception as exc:  # what parse_offer let through and aiortc cannot answer
+            raise _unusable(exc) from None
         if role == "viewer" and (room.publisher is None or room.publisher.closed):
             raise RequestError(404, f"room {room.id!r} closed while the viewer was joining")
-    except BaseException:
+    except BaseException as exc:
+        # Offers aiortc could not use, or that failed on our side (not the client's refusals).
+        if isinstance(exc, OfferError) or not isinstance(
+            exc, RequestError | asyncio.CancelledError
+        ):
+            state.metrics.errors.labels(kind="negotiation").inc()
         if session is not None and role == "publisher":
             await session.aclose()
         if created_room and room is not None:
@@ -97,14 +140,16 @@ async def negotiate(state: ServerState, offer: Offer, room: Room[Peer] | None) -
         await close_quietly(pc)
         raise
 
+    activity = _Activity()
     if role == "publisher":
         room.publisher = peer
         if mic_tracks:
-            peer.spawn(pump_mic(mic_tracks[0], session.feed), "mic")
+            peer.spawn(pump_mic(mic_tracks[0], activity.feeding(session.feed)), "mic")
     else:
         room.viewers[peer_id] = peer
     state.peers[peer_id] = peer
-    _watch(state, peer, pc)
+    _watch(state, peer, pc, activity)
+    bind({"room": room.id})
     log.info("%s %s joined room %s", role, peer_id, room.id)
     local = pc.localDescription
     return {
@@ -129,11 +174,20 @@ def _new_session(state: ServerState, peer_id: str) -> LiveSession:
         state.server,
         session_id=peer_id,
         sinks=sinks,
+        observer=state.metrics,
     )
 
 
+def _unusable(exc: Exception) -> OfferError:
+    """The 400 for an offer aiortc refused: the client's mistake, one INFO line, no traceback
+    (a flood of bad offers must not flood the log)."""
+    message = _describe_bad_offer(exc)
+    log.info("offer refused: %s (%s)", message, type(exc).__name__)
+    return OfferError(400, message)
+
+
 def _describe_bad_offer(exc: Exception) -> str:
-    text = str(exc)
+    text = " ".join(str(exc).split())[:160]  # one line, short
     match = re.search(r"remote (audio|video) description send parameters", text)
     if match:
         kind = match.group(1)
@@ -142,7 +196,7 @@ def _describe_bad_offer(exc: Exception) -> str:
     return f"unusable SDP offer: {text or type(exc).__name__}"
 
 
-def _attach_outputs(pc: RTCPeerConnection, peer: Peer) -> None:
+def _attach_outputs(pc: RTCPeerConnection, peer: Peer, observer: TrackObserver) -> None:
     """Avatar video on the video m-line, the delayed speech on the audio m-line, each where
     the remote receives."""
     for transceiver in pc.getTransceivers():
@@ -150,13 +204,13 @@ def _attach_outputs(pc: RTCPeerConnection, peer: Peer) -> None:
             continue
         if transceiver.kind == "video":
             sub = peer.session.subscribe(f"{peer.role}-{peer.id}-video")
-            track: MediaStreamTrack = AvatarVideoTrack(sub)
+            track: MediaStreamTrack = AvatarVideoTrack(sub, observer)
         elif transceiver.kind == "audio":
             # Audio costs little to queue; a longer queue avoids silence fills on hiccups.
             sub = peer.session.subscribe(
                 f"{peer.role}-{peer.id}-audio", 2 * peer.session.config.queue_frames
             )
-            track = SpeechAudioTrack(sub, opus=sends_opus(transceiver))
+            track = SpeechAudioTrack(sub, opus=sends_opus(transceiver), observer=observer)
         else:
             continue
         peer.subscriptions.append(sub)
@@ -165,23 +219,44 @@ def _attach_outputs(pc: RTCPeerConnection, peer: Peer) -> None:
         transceiver.direction = "sendrecv" if receives_mic else "sendonly"
 
 
-def _watch(state: ServerState, peer: Peer, pc: RTCPeerConnection) -> None:
-    def close_later() -> None:
-        state.spawn(close_peer(state, peer), f"close-{peer.id}")
+MicFeed = Callable[[np.ndarray, bool], None]  # ``LiveSession.feed``
+
+
+class _Activity:
+    """When a publisher was last in use: its mic sent audio (silence too), or its room had a
+    viewer (``server.idle_session_s``)."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def feeding(self, feed: MicFeed) -> MicFeed:
+        def fed(samples: np.ndarray, discontinuity: bool) -> None:
+            self.last = time.monotonic()
+            feed(samples, discontinuity)
+
+        return fed
+
+
+def _watch(state: ServerState, peer: Peer, pc: RTCPeerConnection, activity: _Activity) -> None:
+    def close_later(reason: str) -> None:
+        reason = "drain" if state.draining else reason
+        state.spawn(close_peer(state, peer, reason), f"close-{peer.id}")
 
     @pc.on("connectionstatechange")
     def on_state() -> None:
+        if pc.connectionState == "connected":
+            peer.connected = True  # no longer one of its client's pending offers
         if pc.connectionState == "connected" and peer.role == "publisher":
             if not peer.session.started:
                 peer.session.start()
         elif pc.connectionState in ("failed", "closed"):
-            close_later()
+            close_later(f"connection_{pc.connectionState}")
 
     async def connect_deadline() -> None:
         await asyncio.sleep(state.server.connect_timeout_s)
         if pc.connectionState != "connected":
             log.info("%s %s did not connect in time; closing", peer.role, peer.id)
-            close_later()
+            close_later("connect_timeout")
 
     async def watchdog() -> None:
         timeout = state.server.peer_timeout_s
@@ -199,33 +274,72 @@ def _watch(state: ServerState, peer: Peer, pc: RTCPeerConnection) -> None:
                         heard = stat.timestamp
             if (now - heard).total_seconds() > timeout:
                 log.info("%s %s sent nothing for %.0f s; closing", peer.role, peer.id, timeout)
-                close_later()
+                close_later("vanished")
                 return
+
+    async def idle_deadline() -> None:
+        limit = state.server.idle_session_s
+        while True:
+            now = time.monotonic()
+            if peer.room.viewers:
+                activity.last = now
+            remaining = activity.last + limit - now
+            if remaining <= 0:
+                log.info("publisher %s: no audio and no viewer for %.0f s; closing", peer.id, limit)
+                close_later("idle")
+                return
+            await asyncio.sleep(min(remaining, limit / 4, 1.0))
+
+    async def length_deadline() -> None:
+        await asyncio.sleep(state.server.max_session_s)
+        log.info("%s %s reached max_session_s; closing", peer.role, peer.id)
+        close_later("max_length")
 
     peer.spawn(connect_deadline(), "connect-deadline")
     peer.spawn(watchdog(), "watchdog")
+    if peer.role == "publisher" and state.server.idle_session_s > 0:
+        peer.spawn(idle_deadline(), "idle-deadline")
+    if state.server.max_session_s > 0:
+        peer.spawn(length_deadline(), "length-deadline")
     if peer.role == "publisher":
 
         async def session_ended() -> None:
             await peer.session.finished.wait()
-            close_later()
+            close_later("session_ended")
 
         peer.spawn(session_ended(), "session-end")
 
 
-async def close_peer(state: ServerState, peer: Peer) -> None:
-    """Idempotent cleanup of one peer (and, for a publisher, its room)."""
-    if peer.closed:
-        return
-    peer.closed = True
-    state.peers.pop(peer.id, None)
+async def close_peer(state: ServerState, peer: Peer, reason: str = "hangup") -> None:
+    """Idempotent cleanup of one peer (and, for a publisher, its room); returns once it is
+    done, whoever started it. ``reason``: why (``msadtalker_peers_closed_total``)."""
+    if peer.closing is None:
+        peer.closed = True
+        state.peers.pop(peer.id, None)
+        state.metrics.peers_closed.labels(role=peer.role, reason=reason).inc()
+        context = context_with(session_id=peer.id, room=peer.room.id)
+        closing = asyncio.get_running_loop().create_task(
+            _close(state, peer, reason), name=f"closing-{peer.id}", context=context
+        )
+        peer.closing = closing
+        state.closing.add(closing)
+        closing.add_done_callback(state.closing.discard)
+    await asyncio.shield(peer.closing)
+
+
+async def _close(state: ServerState, peer: Peer, reason: str) -> None:
     current = asyncio.current_task()
     tasks = [t for t in peer.tasks if t is not current]
     for task in tasks:
         task.cancel()
     for sub in peer.subscriptions:
         sub.close()
-    if peer.pc is not None:
+    if peer.pc is not None and reason == "vanished":
+        # It may be stalled and miss the one DTLS close: tell it again for a while, in the
+        # background (the rest of the cleanup does not wait for it; drain cancels it).
+        linger = close_telling_the_remote(peer.pc, VANISHED_CLOSE_LINGER_S)
+        state.spawn(linger, f"closing-connection-{peer.id}")
+    elif peer.pc is not None:
         await close_quietly(peer.pc)
     await asyncio.gather(*tasks, return_exceptions=True)
     room = peer.room
@@ -237,28 +351,53 @@ async def close_peer(state: ServerState, peer: Peer) -> None:
             room.publisher = None
             state.rooms.close(room.id)
         viewers = list(room.viewers.values())
-        await asyncio.gather(*(close_peer(state, v) for v in viewers))
+        await asyncio.gather(*(close_peer(state, v, "room_closed") for v in viewers))
     log.info("%s %s left room %s", peer.role, peer.id, room.id)
 
 
 async def drain(state: ServerState) -> None:
-    """Stop accepting, flush every publisher session into its sinks, close every peer."""
-    if state.draining and not state.peers:
+    """Stop accepting, let the sessions finish (up to ``server.drain_s``), flush every
+    publisher session into its sinks, close every peer (see the module docstring)."""
+    if state.draining and not state.peers and not state.closing:
         return
     state.draining = True
-    timeout = state.server.drain_timeout_s
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + state.server.drain_s
     publishers = [p for p in state.peers.values() if p.role == "publisher"]
-    await asyncio.gather(*(p.session.drain(timeout) for p in publishers), return_exceptions=True)
-    await asyncio.gather(*(close_peer(state, p) for p in list(state.peers.values())))
+    if publishers:
+        log.info(
+            "draining: %d sessions get up to %.1f s to finish",
+            len(publishers),
+            state.server.drain_s,
+        )
+        finishing = asyncio.gather(*(_finished(p) for p in publishers))
+        try:
+            await asyncio.wait_for(finishing, state.server.drain_s)
+        except TimeoutError:
+            log.info("draining: sessions still speaking after %.1f s are cut", state.server.drain_s)
+    flush_s = max(deadline - loop.time(), FLUSH_AT_LEAST_S)
+    publishers = [p for p in state.peers.values() if p.role == "publisher"]
+    await asyncio.gather(*(p.session.drain(flush_s) for p in publishers), return_exceptions=True)
+    await asyncio.gather(*(close_peer(state, p, "drain") for p in list(state.peers.values())))
+    await asyncio.gather(*list(state.closing), return_exceptions=True)  # started elsewhere
     tasks = list(state.tasks)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def _finished(peer: Peer) -> None:
+    """Until the publisher has left or its avatar is not speaking: a silence weight of 0,
+    i.e. still lips over the whole silence window (eq. 5: 5 frames), checked every tick."""
+    session = peer.session
+    while not (peer.closed or session.finished.is_set() or session.stats.silence_weight <= 0.0):
+        await session.wait_ticks(session.stats.ticks + 1)
+
+
 def add_local_publisher(state: ServerState, session: LiveSession, room_id: str) -> Peer:
     """Publish a session fed from this machine (the kiosk's mic) in room ``room_id``; viewers
     join it like any room. It stays until the server drains."""
+    state.metrics.opened(session)  # counted with the others (its own observer is not ours)
     room = state.rooms.open(room_id)
     peer = Peer(id=session.id, role="publisher", room=room, pc=None, session=session)
     room.publisher = peer

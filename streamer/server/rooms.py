@@ -15,7 +15,9 @@ from typing import Generic, TypeVar
 
 PeerT = TypeVar("PeerT")
 
-ROOM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Always ``fullmatch``ed: ``$`` would let a trailing newline through.
+ROOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+RANDOM_ID_BYTES = 16  # 128 bits: a random room id is as unguessable as a session id
 
 
 @dataclass
@@ -41,10 +43,10 @@ class RoomRegistry(Generic[PeerT]):
     def open(self, room_id: str | None = None) -> Room[PeerT]:
         """A new room; ``room_id`` if given (it must be free), else a fresh random id."""
         if room_id is None:
-            room_id = self._prefix + secrets.token_urlsafe(6)
+            room_id = self._prefix + secrets.token_urlsafe(RANDOM_ID_BYTES)
             while room_id in self._rooms:
-                room_id = self._prefix + secrets.token_urlsafe(6)
-        elif not ROOM_ID.match(room_id):
+                room_id = self._prefix + secrets.token_urlsafe(RANDOM_ID_BYTES)
+        elif not ROOM_ID.fullmatch(room_id):
             raise ValueError("room ids are 1-64 characters of A-Z a-z 0-9 _ -")
         elif room_id in self._rooms:
             raise KeyError(room_id)

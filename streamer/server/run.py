@@ -9,11 +9,14 @@
   stdout (one JSON line, ``tell_parent``) once it is ready; its stdin is the parent's lifeline:
   when it closes (the parent is gone, even SIGKILLed), the worker drains and exits.
 * ``run_async``: the event loop (uvloop when installed).
+* ``check_exposure``: a server without tokens (open: anyone may publish) listens on a
+  loopback address only, unless ``server.insecure`` says the operator means it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -31,6 +34,7 @@ from streamer.assembly import StageFactory
 from streamer.config import Config
 from streamer.server.app import make_app
 from streamer.server.cluster import Cluster
+from streamer.server.connections import ConnectionLimits, GuardedSite
 from streamer.server.peers import drain
 from streamer.server.state import STATE
 
@@ -64,6 +68,7 @@ async def serve(
     (the kiosk adds its local room there). ``cluster``: one worker of several; the public
     port is shared (SO_REUSEPORT) and ``internal_sock`` (a listening loopback socket) takes
     the other workers' requests. A port that cannot be had is a ``ConfigError``."""
+    check_exposure(config, warn=cluster is None)  # a worker's parent has warned already
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in _STOP_SIGNALS:
@@ -76,7 +81,10 @@ async def serve(
     try:
         host, port = config.server.host, config.server.port
         reuse_port = True if cluster is not None else None
-        site = web.TCPSite(runner, host, port, reuse_port=reuse_port)
+        # The public port has deadlines for slow requests and caps on connections; the
+        # internal one only ever hears the other workers.
+        limits = ConnectionLimits.of(config.server)
+        site = GuardedSite(runner, host, port, limits, reuse_port=reuse_port)
         try:
             await site.start()
         except OSError as exc:
@@ -97,6 +105,35 @@ async def serve(
         await runner.cleanup()
         for sig in _STOP_SIGNALS:
             loop.remove_signal_handler(sig)
+
+
+def check_exposure(config: Config, warn: bool = True) -> None:
+    """``ConfigError`` when an open server (no tokens, no secret) would listen beyond
+    loopback without ``server.insecure``; with it, one WARNING (``warn``)."""
+    host = config.server.host
+    if not config.auth.open or is_loopback(host):
+        return
+    if not config.server.insecure:
+        raise ConfigError(
+            f"refusing to serve on {host or 'every address'} without tokens: anyone who can "
+            "reach it could publish; set auth.publisher_tokens (or MSADTALKER_PUBLISHER_TOKENS) "
+            "or auth.token_secret, or pass --insecure"
+        )
+    if warn:
+        log.warning(
+            "serving on %s without tokens (--insecure): anyone who can reach it may publish",
+            host or "every address",
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.x, ::1); an empty host is every address."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name that could resolve anywhere
 
 
 def _bound_port(runner: web.AppRunner, fallback: int) -> int:

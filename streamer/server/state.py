@@ -5,7 +5,8 @@ share nothing."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextvars
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,16 +18,25 @@ from streamer.clock import Clock
 from streamer.config import Config
 from streamer.fanout import Subscription
 from streamer.io.aiortc_workarounds import resolve_loopback_mode
+from streamer.logs import context_with
+from streamer.server.auth import OPEN, Authenticator
+from streamer.server.clients import ClientLimits
 from streamer.server.cluster import Cluster, Forwarder
+from streamer.server.metrics import ServerMetrics
 from streamer.server.offers import Role
 from streamer.server.rooms import Room, RoomRegistry
 from streamer.session import LiveSession
 
 
-def keep_task(tasks: set[asyncio.Task[Any]], coro: Awaitable[Any], name: str) -> None:
-    """Start ``coro`` as a task held in ``tasks`` until it is done (so it can be cancelled)."""
-    task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-    task.set_name(name)
+def keep_task(
+    tasks: set[asyncio.Task[Any]],
+    coro: Coroutine[Any, Any, Any],
+    name: str,
+    context: contextvars.Context | None = None,
+) -> None:
+    """Start ``coro`` as a task held in ``tasks`` until it is done (so it can be cancelled);
+    ``context``: the one it runs in (its log fields), else a copy of the current one."""
+    task = asyncio.get_running_loop().create_task(coro, name=name, context=context)
     tasks.add(task)
     task.add_done_callback(tasks.discard)
 
@@ -41,12 +51,23 @@ class Peer:
     room: Room[Peer]
     pc: RTCPeerConnection | None
     session: LiveSession
+    # The credential subject that created it: only that subject may read or control it
+    # (``streamer.server.access``). ``OPEN``'s is everyone's when no token is configured.
+    owner: str = OPEN.subject
     subscriptions: list[Subscription] = field(default_factory=list)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     closed: bool = False
+    # The cleanup under way (``peers.close_peer``): a second caller waits for it to finish.
+    closing: asyncio.Task[None] | None = None
+    # The address it came from (``streamer.server.clients``); until it has ``connected`` it
+    # counts among that client's pending offers (``streamer.server.limits``).
+    client: str = ""
+    connected: bool = False
 
-    def spawn(self, coro: Awaitable[Any], name: str) -> None:
-        keep_task(self.tasks, coro, f"{name}-{self.id}")
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        """A task of this peer; its log lines name the peer and its room."""
+        context = context_with(session_id=self.id, room=self.room.id)
+        keep_task(self.tasks, coro, f"{name}-{self.id}", context)
 
 
 class ServerState:
@@ -70,16 +91,21 @@ class ServerState:
             else None
         )
         self.id_prefix = cluster.prefix if cluster is not None else ""
+        auth = config.auth
+        self.auth = Authenticator(auth.publisher_tokens, auth.viewer_tokens, auth.token_secret)
         self.peers: dict[str, Peer] = {}
         self.rooms: RoomRegistry[Peer] = RoomRegistry(self.id_prefix)
         self.negotiating = 0
+        self.clients = ClientLimits(self.server)  # per-client budgets and offers in flight
         self.placing = 0  # offers whose worker is being chosen (``cluster``), counted as load
         self.draining = False
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.closing: set[asyncio.Task[None]] = set()  # peer cleanups under way
+        self.metrics = ServerMetrics(self)
         self.loopback = resolve_loopback_mode(self.server.ice_loopback, self.server.host)
         self.poster: asyncio.Future[bytes] | None = None  # JPEG of the avatar at rest
 
-    def spawn(self, coro: Awaitable[Any], name: str) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         keep_task(self.tasks, coro, name)
 
     @property
@@ -89,6 +115,16 @@ class ServerState:
     @property
     def full(self) -> bool:
         return self.load >= self.server.max_sessions
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready for a new session, why): "ok", "draining" or "full". The avatar and models
+        are prepared before the port opens (``stage_factory``), so a server that answers has
+        them."""
+        if self.draining:
+            return False, "draining"
+        if self.full:
+            return False, "full"
+        return True, "ok"
 
 
 STATE = web.AppKey("state", ServerState)

@@ -14,7 +14,9 @@ can run and debug alone. What the parent sets up before spawning:
   (its file descriptor), every worker is told all the ports. Binding here rather than in the
   workers means no port can be taken between choosing it and using it;
 * a lifeline: each worker's stdin is a pipe from the parent; a worker whose parent vanished
-  (even SIGKILLed) sees end-of-file, drains and exits.
+  (even SIGKILLed) sees end-of-file, drains and exits;
+* the hop secret: one random value per run in every worker's environment (never on a command
+  line), which requests between workers carry (``streamer.server.cluster``).
 
 A worker says on stdout (one JSON line) that it is ready, or why it could not start. The URL
 is printed once all are ready. A worker that fails to start stops the others: one line, exit
@@ -32,6 +34,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -40,10 +43,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from msadtalker.errors import ConfigError
+from streamer.server.cluster import HOP_SECRET_ENV
 
 log = logging.getLogger(__name__)
 
-# SIGTERM -> drained and exited: the workers' drain_timeout_s plus this for closing and exit.
+# SIGTERM -> drained and exited: the workers' drain_s plus this for closing and exit.
 EXIT_MARGIN_S = 15.0
 
 
@@ -130,7 +134,7 @@ async def supervise(
     host: str,
     port: int,
     worker_argv: Sequence[str],
-    drain_timeout_s: float,
+    drain_s: float,
     announce: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> int:
@@ -147,16 +151,19 @@ async def supervise(
     workers: list[Worker] = []
     try:
         internal = internal_sockets(count)
+        hop_secret = secrets.token_urlsafe(32)
         try:
             ports = ",".join(str(s.getsockname()[1]) for s in internal)
             for index, sock in enumerate(internal):
-                workers.append(await _spawn(index, sock, host, port, ports, worker_argv))
+                workers.append(
+                    await _spawn(index, sock, host, port, ports, worker_argv, hop_secret)
+                )
         finally:
             for sock in internal:
                 sock.close()  # the workers have their copies; a dead worker's port refuses
         await _wait_ready(workers, stop)
         if stop.is_set():
-            await _stop_all(workers, drain_timeout_s)
+            await _stop_all(workers, drain_s)
             return 0
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{port}"
@@ -164,10 +171,10 @@ async def supervise(
         if announce is not None:
             announce(url)
         died = await _watch(workers, stop)
-        clean = await _stop_all(workers, drain_timeout_s)
+        clean = await _stop_all(workers, drain_s)
         return 0 if clean and not died else 1
     except BaseException:
-        await _stop_all(workers, drain_timeout_s)
+        await _stop_all(workers, drain_s)
         raise
     finally:
         for sock in held:
@@ -183,6 +190,7 @@ async def _spawn(
     port: int,
     ports: str,
     worker_argv: Sequence[str],
+    hop_secret: str,
 ) -> Worker:
     fd = sock.fileno()
     proc = await asyncio.create_subprocess_exec(
@@ -203,6 +211,7 @@ async def _spawn(
         stdin=asyncio.subprocess.PIPE,  # the lifeline: never written, closed when we go
         stdout=asyncio.subprocess.PIPE,  # the control line; stderr (the logs) is ours
         pass_fds=(fd,),
+        env={**os.environ, HOP_SECRET_ENV: hop_secret},
         # Signals come from the parent only (a terminal's Ctrl-C reaches the parent, which
         # passes it on once), so every worker drains exactly once.
         start_new_session=True,
@@ -298,7 +307,7 @@ async def _watch(workers: list[Worker], stop: asyncio.Event) -> bool:
         await asyncio.gather(stopping, *exits, return_exceptions=True)
 
 
-async def _stop_all(workers: list[Worker], drain_timeout_s: float) -> bool:
+async def _stop_all(workers: list[Worker], drain_s: float) -> bool:
     """SIGTERM to every running worker, wait for their drain (SIGKILL past the deadline);
     whether all of them that were asked to stop exited cleanly."""
     asked = [w for w in workers if w.running]
@@ -307,7 +316,7 @@ async def _stop_all(workers: list[Worker], drain_timeout_s: float) -> bool:
         with contextlib.suppress(ProcessLookupError):
             worker.proc.send_signal(signal.SIGTERM)
     clean = True
-    deadline = drain_timeout_s + EXIT_MARGIN_S
+    deadline = drain_s + EXIT_MARGIN_S
     for worker in asked:
         try:
             code = await asyncio.wait_for(worker.proc.wait(), deadline)
