@@ -25,9 +25,13 @@ Per frame, band levels in dB of mel-band power (a window value v is ``12.5 v - 5
   250 Hz as strong as the first-formant band and above the 1.7-3 kHz band) close the mouth.
 * Smoothing: one pole, fast attack (opening) and a slightly slower release (closing); a small
   dead zone makes the visible opening exactly 0 at rest, so silence is perfectly still.
-* ``mouth_wide`` in [-1, 1]: power centroid of 900-2800 Hz (second-formant region) around
-  ``neutral_f2_hz``: front vowels (high F2, spread lips) > 0, back rounded vowels < 0;
-  scaled by the opening (0 at rest) and smoothed.
+* ``mouth_wide`` in [-1, 1], the lips' shape (spread > 0, rounded < 0): from formant-like
+  features of the same columns (``msadtalker.formants``: F1-F3 by linear prediction on the
+  mel envelope). Voiced frames: spreading for front vowels (high F2: "ee"), rounding for
+  close/mid vowels with a low F2 or F3 ("oo", "oh", "w"); weighted by the broad-band
+  loudness, so silence and murmur stay neutral. Fricatives: the centroid of their hiss
+  (2-7.7 kHz) spreads the lips for /s/ (high) and rounds them for /sh/ (low). Smoothed by
+  one pole (``wide_smoothing``); exactly 0 at rest.
 
 Units of the lip positions: vertical displacement from the closed rest position, in mouth
 widths (corner to corner), positive downward (image y). ``upper_lip = -upper_gain * open``
@@ -43,12 +47,13 @@ sequence of windows pushed, so how the audio was chunked upstream cannot change 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 import numpy as np
 
 from msadtalker.audio.mel import mel_band_edges
+from msadtalker.formants import ShapeConfig, formants, lip_shape
 from msadtalker.timing import FPS
 
 
@@ -59,7 +64,7 @@ class ArticulatorConfig:
     # Window columns read (first, last + 1): the current frame's rows s_i + 6 .. s_i + 9.
     columns: tuple[int, int] = (7, 10)
     drive_band_hz: tuple[float, float] = (250.0, 1100.0)
-    shape_band_hz: tuple[float, float] = (900.0, 2800.0)  # for mouth_wide (F2 region)
+    hiss_band_hz: tuple[float, float] = (2000.0, 7700.0)  # sibilant centroid: /s/ vs /sh/
     high_band_hz: tuple[float, float] = (3500.0, 7700.0)  # fricative noise
     low_band_hz: tuple[float, float] = (80.0, 250.0)  # nasal murmur, voicing
     front_band_hz: tuple[float, float] = (1700.0, 3000.0)  # F2/F3 of front vowels
@@ -85,8 +90,12 @@ class ArticulatorConfig:
     attack: float = 0.8  # per-frame smoothing step when opening
     release: float = 0.7  # per-frame smoothing step when closing
     dead_zone: float = 0.02  # openings below this are rest (exactly 0)
-    neutral_f2_hz: float = 1200.0
-    wide_span_hz: float = 700.0
+    shape: ShapeConfig = field(default_factory=ShapeConfig)  # formants -> round / spread
+    round_gain: float = 1.25  # mouth_wide = spread_gain * spreading - round_gain * rounding
+    spread_gain: float = 1.0
+    voiced_level: float = 0.35  # broad loudness (0..1) at which the vowel shape is full
+    sibilant_hz: tuple[float, float] = (3300.0, 4700.0)  # hiss centroid: /sh/ .. /s/
+    sibilant_gain: float = 0.6
     wide_smoothing: float = 0.5
     upper_gain: float = 0.08  # upper lip raise at full opening (mouth widths)
     lower_gain: float = 0.32  # lower lip drop at full opening (mouth widths)
@@ -95,7 +104,8 @@ class ArticulatorConfig:
     def validate(self) -> None:
         bands = (
             "drive_band_hz",
-            "shape_band_hz",
+            "hiss_band_hz",
+            "sibilant_hz",
             "high_band_hz",
             "low_band_hz",
             "front_band_hz",
@@ -114,6 +124,9 @@ class ArticulatorConfig:
             raise ValueError("articulator floor window, range and min span must be > 0")
         if not 0 <= self.dead_zone < 1 or not 0 <= self.fricative_reduction <= 1:
             raise ValueError("articulator dead_zone must be in [0, 1), reduction in [0, 1]")
+        if self.voiced_level <= 0:
+            raise ValueError("articulator voiced_level must be > 0")
+        self.shape.validate()
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,11 +235,11 @@ class AudioArticulator:
         self.config.validate()
         cfg = self.config
         self._drive = _band(cfg.drive_band_hz)
-        self._shape = _band(cfg.shape_band_hz)
+        self._hiss = _band(cfg.hiss_band_hz)
         self._high = _band(cfg.high_band_hz)
         self._low = _band(cfg.low_band_hz)
         self._front = _band(cfg.front_band_hz)
-        self._shape_hz = _band_centres()[self._shape]
+        self._hiss_hz = _band_centres()[self._hiss]
         self._columns = slice(*cfg.columns)
         self._broad = _band(cfg.broad_band_hz)
         self._drive_level = _LevelNormaliser(cfg)
@@ -277,14 +290,14 @@ class AudioArticulator:
                 low_cols - front_cols - cfg.nasal_front_db,
             ).max()
         )
-        self._open = self._smooth(self._open, self._opening_target(drive, broad, high, nasal))
+        voiced = self._broad_level.push(broad)  # broad-band loudness, 0..1
+        fricative = self._fricative(high, drive)
+        self._open = self._smooth(self._open, self._opening_target(drive, voiced, fricative, nasal))
         # Dead zone: the visible opening reaches exactly 0 continuously.
         mouth_open = max(0.0, (self._open - cfg.dead_zone) / (1.0 - cfg.dead_zone))
-        shape = columns[self._shape].mean(axis=1)
-        centroid = float((shape * self._shape_hz).sum() / max(float(shape.sum()), 1e-30))
-        spread = min(max((centroid - cfg.neutral_f2_hz) / cfg.wide_span_hz, -1.0), 1.0)
-        self._wide += cfg.wide_smoothing * (spread * min(1.0, mouth_open / 0.3) - self._wide)
-        if mouth_open == 0.0 and abs(self._wide) < 0.01:
+        target = self._shape_target(columns, voiced, fricative)
+        self._wide += cfg.wide_smoothing * (target - self._wide)
+        if target == 0.0 and abs(self._wide) < 0.01:
             self._wide = 0.0
         return LipPose(
             mouth_open=mouth_open,
@@ -295,20 +308,39 @@ class AudioArticulator:
 
     # ------------------------------------------------------------------ internals
 
-    def _opening_target(self, drive: float, broad: float, high: float, nasal: float) -> float:
+    def _opening_target(self, drive: float, voiced: float, fricative: float, nasal: float) -> float:
         cfg = self.config
         jaw = float(self._drive_level.push(drive) ** cfg.curve)
         # Voiced sounds with a weak first formant (close vowels /i/ /u/, liquids) still part
         # the lips a little: a share of the broad-band loudness is the least opening.
-        sonorant = cfg.sonorant_weight * self._broad_level.push(broad)
-        fricative = (high - drive - cfg.fricative_db) / cfg.fricative_span_db
-        fricative = min(max(fricative, 0.0), 1.0)
+        sonorant = cfg.sonorant_weight * voiced
         nasality = min(max(nasal / cfg.nasal_span_db, 0.0), 1.0)
         return (
             max(jaw, sonorant)
             * (1.0 - cfg.fricative_reduction * fricative)
             * (1.0 - cfg.nasal_reduction * nasality)
         )
+
+    def _fricative(self, high: float, drive: float) -> float:
+        cfg = self.config
+        score = (high - drive - cfg.fricative_db) / cfg.fricative_span_db
+        return min(max(score, 0.0), 1.0)
+
+    def _shape_target(self, columns: np.ndarray, voiced: float, fricative: float) -> float:
+        """The lips' target shape in [-1, 1] for this frame (see the module docstring)."""
+        cfg = self.config
+        vowel = min(voiced / cfg.voiced_level, 1.0) * (1.0 - fricative)
+        target = 0.0
+        if vowel > 0.0:
+            rounding, spreading = lip_shape(formants(columns.mean(axis=1)), cfg.shape)
+            target = vowel * (cfg.spread_gain * spreading - cfg.round_gain * rounding)
+        if fricative > 0.0:
+            hiss = columns[self._hiss].mean(axis=1)
+            centroid = float((hiss * self._hiss_hz).sum() / max(float(hiss.sum()), 1e-30))
+            lo, hi = cfg.sibilant_hz
+            sibilant = min(max(2.0 * (centroid - lo) / (hi - lo) - 1.0, -1.0), 1.0)
+            target += fricative * cfg.sibilant_gain * sibilant
+        return min(max(target, -1.0), 1.0)
 
     def _smooth(self, current: float, target: float) -> float:
         cfg = self.config

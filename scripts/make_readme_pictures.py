@@ -13,12 +13,24 @@ sample speech with the bundled avatar at 512 px, seed 0:
   same extremes on a second public-domain portrait (Grace Hopper, US Navy photo), to show the
   renderer is not tuned to one face;
 * the motion plot is ``msadtalker render --plot`` of the same run.
+
+``docs/images/vowels_before_after.png`` (the mouth, issue 14): for an open-mouthed photo (the
+bundled avatar), a closed-mouthed one with glasses (Grace Hopper), the same shrunk to 112 px
+and a group picture (the two public-domain portraits side by side; the largest face is
+animated), the frames of held "ooo", "aaa" and "eee" (eSpeak NG phonemes through the whole
+pipeline, head still) and the rest frame, rendered by the version in ``--before DIR`` (a
+checkout of the previous commit, e.g. ``git worktree add /tmp/before HEAD``; the frames are
+rendered there by running this script with that checkout's code) and by this one, side by
+side. Without ``--before`` only this version's frames are drawn.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -118,12 +130,161 @@ def save_png(image: Image.Image, path: Path) -> None:
     palette.save(path, optimize=True)
 
 
+VOWELS = (("rest", ""), ("ooo", "u:"), ("aaa", "A:"), ("eee", "i:"))
+FACE_CELL = 150
+
+
+def vowel_photos(folder: Path) -> list[tuple[str, Path]]:
+    """The photos of the vowel sheet, written into ``folder`` (public-domain sources)."""
+    photos = [("open mouth", default_avatar_path())]
+    hopper = grace_hopper()
+    if hopper is None:
+        log.info("matplotlib sample data not found: closed-mouth rows left out")
+        return photos
+    photos.append(("closed, glasses", hopper))
+    with Image.open(hopper) as im:
+        small = im.convert("RGB")
+        small = small.resize((112, round(112 * im.height / im.width)), Image.Resampling.LANCZOS)
+    small.save(folder / "hopper_112.png")
+    photos.append(("112 px photo", folder / "hopper_112.png"))
+    with Image.open(default_avatar_path()) as a, Image.open(hopper) as h:
+        group = Image.new("RGB", (760, 460), (214, 218, 222))
+        group.paste(h.convert("RGB").resize((196, 230)), (30, 200))
+        big = a.convert("RGB").resize((437, 437), Image.Resampling.LANCZOS)
+        group.paste(big, (280, 12))
+    group.save(folder / "group.png")
+    photos.append(("group, largest", folder / "group.png"))
+    return photos
+
+
+def held_vowels() -> tuple[np.ndarray, dict[str, tuple[int, int]]]:
+    """The held eSpeak NG vowels of ``VOWELS`` in one clip, the sequence twice with 0.4 s
+    pauses (the lip source calibrates its levels on the first), 16 kHz; and each vowel's
+    frame span in the second round."""
+    from msadtalker.audio import load_audio
+
+    pause = np.zeros(6400, np.float32)
+    parts, spans, position = [pause], {}, len(pause)
+    for round_ in range(2):
+        for name, phoneme in VOWELS[1:]:
+            with tempfile.TemporaryDirectory() as tmp:
+                wav = Path(tmp) / "v.wav"
+                subprocess.run(
+                    ["espeak-ng", "-v", "en", "-s", "60", "-w", str(wav), f"[[{phoneme}]]"],
+                    check=True,
+                    capture_output=True,
+                )
+                vowel = np.asarray(load_audio(wav, warn=False), dtype=np.float32)
+            if round_ == 1:
+                spans[name] = (position // 640, (position + len(vowel)) // 640)
+            parts += [vowel, pause]
+            position += len(vowel) + len(pause)
+    return np.concatenate(parts), spans
+
+
+def vowel_frames(photo: Path, size: int = 256) -> list[np.ndarray]:
+    """The frame of each of ``VOWELS``: the middle one of the frames of the held vowel that
+    open the mouth with the eyes open (second round), head still; "rest" is frame 0."""
+    from streamer.types import AudioChunk
+
+    config = load_config(None, {"render.size": size, "render.still": True, "pipeline.seed": 0})
+    audio, spans = held_vowels()
+    chunks = [AudioChunk(audio[i : i + 3200], i) for i in range(0, len(audio), 3200)]
+    frames: list[VideoFrame] = list(Pipeline(stage_factory(config, photo)()).run(chunks))
+    out = [np.asarray(frames[0].image)]
+    for name, _ in VOWELS[1:]:
+        start, end = spans[name]
+        opened = [
+            k
+            for k in range(start, min(end, len(frames)))
+            if frames[k].motion.mouth_open > 0.1 and frames[k].motion.blink < 0.05
+        ]
+        pick = opened[len(opened) // 2] if opened else (start + end) // 2
+        out.append(np.asarray(frames[pick].image))
+    return out
+
+
+def vowel_sheet(rows: list[tuple[str, list[np.ndarray], list[np.ndarray] | None]]) -> np.ndarray:
+    cells, captions = [], []
+    for label, after, before in rows:
+        if before is not None:
+            for (name, _), image in zip(VOWELS, before, strict=True):
+                cells.append(_face_cut(image))
+                captions.append(f"before {name}")
+        for (name, _), image in zip(VOWELS, after, strict=True):
+            cells.append(_face_cut(image))
+            captions.append(f"{label}: {name}" if name == "rest" else f"after {name}")
+    columns = 8 if rows and rows[0][2] is not None else 4
+    return contact_sheet(cells, columns=columns, captions=captions, cell=FACE_CELL)
+
+
+def _face_cut(image: np.ndarray) -> np.ndarray:
+    """The lower two thirds of the crop's middle: eyes, nose, mouth, chin."""
+    h, w = image.shape[:2]
+    return image[int(0.3 * h) : int(0.92 * h), int(0.19 * w) : int(0.81 * w)]
+
+
+def render_vowels_here(out: Path, folder: Path) -> None:
+    """Render every photo's vowel frames with the code this interpreter imports; save .npz."""
+    arrays: dict[str, np.ndarray] = {}
+    for i, (_, photo) in enumerate(vowel_photos(folder)):
+        for k, image in enumerate(vowel_frames(photo)):
+            arrays[f"p{i}_v{k}"] = image
+    np.savez_compressed(out, allow_pickle=False, **arrays)
+
+
+def before_frames(checkout: Path, folder: Path) -> dict[str, np.ndarray]:
+    """The vowel frames rendered by the code in ``checkout`` (this script, run there)."""
+    script = folder / "render_vowels.py"
+    shutil.copy(Path(__file__), script)
+    out = folder / "before.npz"
+    env = {**os.environ, "PYTHONPATH": str(checkout), "MSADTALKER_CACHE": str(folder / "cache")}
+    subprocess.run(
+        [sys.executable, str(script), "--render-vowels", str(out), "--photos", str(folder)],
+        check=True,
+        cwd=checkout,
+        env=env,
+    )
+    with np.load(out) as data:
+        return {k: data[k] for k in data.files}
+
+
+def make_vowel_sheet(out: Path, before: Path | None) -> None:
+    if shutil.which("espeak-ng") is None:
+        log.info("espeak-ng not found: vowel sheet left out")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        photos = vowel_photos(folder)
+        old = before_frames(before, folder) if before is not None else None
+        rows = []
+        for i, (label, photo) in enumerate(photos):
+            after = vowel_frames(photo)
+            previous = None
+            if old is not None:
+                previous = [old[f"p{i}_v{k}"] for k in range(len(VOWELS))]
+            rows.append((label, after, previous))
+    save_png(Image.fromarray(vowel_sheet(rows)), out / "vowels_before_after.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "images")
+    parser.add_argument(
+        "--before", type=Path, metavar="DIR", help="checkout of the previous version"
+    )
+    parser.add_argument("--vowels-only", action="store_true", help="only the vowel sheet")
+    parser.add_argument("--render-vowels", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--photos", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.render_vowels is not None:
+        render_vowels_here(args.render_vowels, args.photos)
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
+    make_vowel_sheet(args.out, args.before)
+    if args.vowels_only:
+        return 0
 
     with tempfile.TemporaryDirectory() as tmp:
         trace = Path(tmp) / "motion.csv"

@@ -41,6 +41,8 @@ def at_rest(motion: MotionFrame) -> bool:
         and pose.yaw == 0.0
         and pose.roll == 0.0
         and motion.mouth_open <= REST_MOUTH
+        and abs(motion.mouth_wide) <= REST_MOUTH
+        and motion.gaze == (0.0, 0.0)
         and motion.blink <= REST_BLINK
         and (expression is None or float(np.abs(expression).max(initial=0.0)) <= REST_EXPRESSION)
     )

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from msadtalker.blink import BlinkConfig
 from msadtalker.errors import ConfigError
+from msadtalker.idle import IdleConfig
 from msadtalker.pose import CosinePoseConfig
 from msadtalker.silence import SilenceConfig
 
@@ -258,6 +259,7 @@ class Config:
     pose: CosinePoseConfig = field(default_factory=CosinePoseConfig)
     silence: SilenceConfig = field(default_factory=SilenceConfig)
     blink: BlinkConfig = field(default_factory=BlinkConfig)
+    idle: IdleConfig = field(default_factory=IdleConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)

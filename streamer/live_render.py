@@ -181,8 +181,12 @@ class LiveRender:
         return frames
 
     async def aclose(self) -> None:
-        """Wait for a render still running, then release the thread."""
-        await self._settle()
+        """Wait for a render still running, then release the thread. A render that failed
+        meanwhile is logged here: the session is closing, nobody else will see it."""
+        try:
+            await self._settle()
+        except Exception:
+            log.exception("a render failed while the session was closing")
         if self._own_executor:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, self._executor.shutdown, True)

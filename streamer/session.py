@@ -179,6 +179,10 @@ class LiveSession:
         self._audio_waiter: tuple[int, asyncio.Future[None]] | None = None
         self._tick_event = asyncio.Event()
         self.finished = asyncio.Event()
+        # Why it ended: "error" (the pipeline raised: ``error`` says what, without the
+        # exception's text, which may name a path), "input_ended", "closed"; None while live.
+        self.ended: str | None = None
+        self.error: str | None = None
         self._closed = False
         if observer is not None:
             observer.opened(self)
@@ -271,6 +275,7 @@ class LiveSession:
         if self._closed:
             return
         self._closed = True
+        self.ended = self.ended or "closed"
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -310,6 +315,8 @@ class LiveSession:
         elapsed = self.now() if self._task is not None else 0.0
         stats["fps"] = round(self.stats.frames_out / elapsed, 2) if elapsed > 0 else 0.0
         stats["uptime_s"] = round(elapsed, 3)
+        stats["ended"] = self.ended
+        stats["error"] = self.error
         # Frames some receiver did not get as rendered: skipped renders + the worst-served
         # subscriber's queue drops (a frame can be both: never more than the frames made).
         dropped = self.stats.renders_skipped + self._fanout.worst_dropped
@@ -363,11 +370,15 @@ class LiveSession:
                 self.stats.ticks = index
                 self._tick_event.set()
                 if final:
+                    self.ended = self.ended or "input_ended"
                     break
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
+            # A bug of ours: one ERROR with its traceback; the session ends, the others go on.
             log.exception("session %s: pipeline failed; ending the session", self.id)
+            self.ended = "error"
+            self.error = f"the avatar pipeline failed ({type(exc).__name__})"
             if self._observer is not None:
                 self._observer.pipeline_failed()
         finally:

@@ -110,9 +110,13 @@ class HeadPose:
 class MotionFrame:
     """Everything a renderer needs for one frame.
 
-    ``pose``: the pose to render (eq. 6 applied); ``pose_raw``: the cosine generator's output
-    before the silence weighting. ``mouth_open``: the lip source's opening damped by the
-    silence weight. ``blink``: eyelid closure in [0, 1]. ``expression``: on the neural path,
+    ``pose``: the pose to render (eq. 6 applied, plus the optional idle micro-motion);
+    ``pose_raw``: the cosine generator's output before the silence weighting. ``mouth_open``:
+    the lip source's opening damped by the silence weight; ``mouth_wide``: the lips' shape
+    in [-1, 1] (spread > 0, rounded < 0), damped the same way (0 on the neural path, where
+    the networks shape the lips). ``blink``: eyelid closure in [0, 1]. ``gaze``: where the
+    eyes look, (right, down) as fractions of the largest comfortable shift (the optional
+    idle gaze drift; (0, 0) = as in the photo). ``expression``: on the neural path,
     the 64 ExpNet coefficients damped by the silence weight the same way as the mouth.
     ``kp_driving``: on the neural path, the (15, 3) driving keypoints of the frame, set by the
     keypoint stage just before the generator (``None`` until then and on the default path).
@@ -125,6 +129,8 @@ class MotionFrame:
     blink: float
     expression: np.ndarray | None = None
     kp_driving: np.ndarray | None = None
+    mouth_wide: float = 0.0
+    gaze: tuple[float, float] = (0.0, 0.0)
 
     @property
     def index(self) -> int:

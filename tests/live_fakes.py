@@ -304,6 +304,23 @@ async def eventually(
         await asyncio.sleep(poll_s)
 
 
+def stall_network(client: Any, stalled: bool) -> None:
+    """Cut (or restore) a ``LoopbackClient``'s network both ways, as an outage or a frozen
+    process would: what it sends and what reaches it are lost."""
+    protocols = {
+        id(protocol): protocol
+        for transceiver in client.pc.getTransceivers()
+        for protocol in transceiver.sender.transport.transport.iceGatherer._connection._protocols
+    }
+    for protocol in protocols.values():
+        if stalled:
+            setattr(protocol, "datagram_received", lambda data, addr: None)  # noqa: B010
+            setattr(protocol.transport, "sendto", lambda data, addr=None: None)  # noqa: B010
+        else:
+            delattr(protocol, "datagram_received")  # the class's own again
+            delattr(protocol.transport, "sendto")
+
+
 def speech_like(
     bursts: list[tuple[float, float]], total_s: float, rate: int = SAMPLE_RATE, seed: int = 0
 ) -> np.ndarray:

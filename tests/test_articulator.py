@@ -20,6 +20,7 @@ from speech import (
 )
 
 from msadtalker.articulator import ArticulatorConfig, AudioArticulator
+from msadtalker.formants import formants
 from msadtalker.timing import SAMPLE_RATE, SAMPLES_PER_FRAME
 from streamer.bench.speech import pink_noise
 from streamer.stages.features import FeatureStage
@@ -180,6 +181,60 @@ def test_spread_vowel_is_wider_than_open_vowel() -> None:
     assert np.median(wide[slice(*spans["i:"])]) > np.median(wide[slice(*spans["A:"])]) + 0.3
 
 
+def held_vowels(phonemes: list[str]) -> tuple[np.ndarray, dict[str, slice]]:
+    """Each eSpeak NG phoneme held (phoneme input, slow), 0.3 s apart; returns the audio and
+    the frames well inside each vowel."""
+    parts = [np.zeros(8000, np.float32)]
+    spans, position = {}, 8000
+    for phoneme in phonemes:
+        utterance = espeak(f"[[{phoneme}{phoneme}{phoneme}]]", "en")
+        spans[phoneme] = slice(position // 640 + 3, (position + len(utterance)) // 640 - 2)
+        parts += [utterance, np.zeros(4800, np.float32)]
+        position += len(utterance) + 4800
+    return np.concatenate(parts), spans
+
+
+@needs_espeak
+def test_rounded_vowels_round_the_lips_and_front_vowels_spread_them() -> None:
+    audio, spans = held_vowels(["u:", "O:", "w", "i:", "A:"])
+    wide = np.array([f.mouth_wide for f in articulate(audio)])
+    shape = {p: float(np.median(wide[span])) for p, span in spans.items()}
+    assert shape["u:"] < -0.4 and shape["O:"] < -0.4 and shape["w"] < -0.15, shape
+    assert shape["i:"] > 0.4, shape
+    assert abs(shape["A:"]) < 0.2, shape  # open, unrounded: neutral
+    assert shape["i:"] - shape["u:"] > 0.9, shape
+
+
+@needs_espeak
+def test_formants_of_held_vowels() -> None:
+    # F1-F2 by linear prediction on the mel envelope land where the vowel's are: /i:/ close
+    # front (low F1, high F2), /u:/ close with a lower F2, /A:/ open (high F1) and back.
+    audio, spans = held_vowels(["i:", "u:", "A:"])
+    features = FeatureStage(lookahead_frames=0)
+    mels = []
+    for start in range(0, len(audio), 640):
+        mels += [f.mel for f in features.push(AudioChunk(audio[start : start + 640], start))]
+    read = {}
+    for phoneme, span in spans.items():
+        found = []
+        for mel in mels[span]:
+            power = np.power(10.0, (12.5 * mel[:, 7:10].astype(np.float64) - 50.0) / 10.0)
+            f = formants(power.mean(axis=1))
+            found.append((f.f1, f.f2))
+        read[phoneme] = np.nanmedian(np.array(found), axis=0)
+    assert read["i:"][0] < 400 and read["i:"][1] > 2000, read
+    assert read["u:"][0] < 450 and 1200 < read["u:"][1] < 1800, read
+    assert read["A:"][0] > 650 and read["A:"][1] < 1300, read
+
+
+@pytest.mark.parametrize("level_dbfs", [-60.0, -30.0])
+def test_lip_shape_is_neutral_in_silence_and_noise(level_dbfs: float) -> None:
+    noise = (pink_noise(SAMPLE_RATE * 6, seed=2) * 10 ** (level_dbfs / 20)).astype(np.float32)
+    silence = np.zeros(SAMPLE_RATE * 2, np.float32)
+    assert np.all(np.array([f.mouth_wide for f in articulate(silence)]) == 0.0)
+    assert np.abs([f.mouth_wide for f in articulate(noise)]).max() < 0.05
+
+
 def steady_vowel(seconds: float) -> np.ndarray:
     """A glottal pulse train at 120 Hz through /a/ formant resonators (700, 1200, 2600 Hz)."""
     n = round(seconds * SAMPLE_RATE)
@@ -274,3 +329,5 @@ def test_config_is_validated() -> None:
         AudioArticulator(dataclasses.replace(ArticulatorConfig(), columns=(8, 14)))
     with pytest.raises(ValueError):
         AudioArticulator().push(np.zeros((80, 15)))
+    with pytest.raises(ValueError):
+        AudioArticulator(dataclasses.replace(ArticulatorConfig(), voiced_level=0.0))

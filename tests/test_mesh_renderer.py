@@ -39,7 +39,7 @@ EXTREMES = [
     for p in (-10, 10)
     for y in (-8, 8)
     for r in (-8, 8)
-    for o, w, b in ((1.0, 1.0, 1.0), (0.0, -1.0, 0.0))
+    for o, w, b in ((1.0, 1.0, 1.0), (0.0, -1.0, 0.0), (1.0, -1.0, 1.0))
 ]
 
 
@@ -209,7 +209,73 @@ def test_mouth_width_control(renderer: MeshRenderer, finder: FaceFinder) -> None
 
     narrow = width(renderer.render(mouth_open=0.3, mouth_wide=-1.0))
     wide = width(renderer.render(mouth_open=0.3, mouth_wide=1.0))
-    assert wide > narrow + 0.08 * renderer.crop_view.rig.mouth_width
+    neutral = width(renderer.render(mouth_open=0.3))
+    assert wide > narrow + 0.15 * renderer.crop_view.rig.mouth_width, (narrow, neutral, wide)
+    assert narrow < 0.9 * neutral < 0.9 * wide, (narrow, neutral, wide)  # "oo" vs rest, "ee"
+
+
+def test_rounding_pushes_the_lips_forward_and_spares_the_nose(renderer: MeshRenderer) -> None:
+    rig = renderer.crop_view.rig
+    lips = list(tp.LIPS_UPPER_OUTER + tp.LIPS_LOWER_OUTER)
+    nose = [tp.NOSE_TIP, tp.NOSE_BOTTOM, 98, 327]  # tip, base, the nostrils' wings
+    assert rig.round[lips, 2].mean() < -0.08 * rig.mouth_width  # toward the viewer
+    assert np.abs(rig.round[nose, :2]).max() < 0.02 * rig.mouth_width
+    # Turned, the protruded lips move further than the face around them.
+    turn = rotation_matrix(0, 8, 0)
+    pouted = rig.vertices(turn, 0.0, -1.0, 0.0) - rig.vertices(turn, 0.0, 0.0, 0.0)
+    still = rig.vertices(rotation_matrix(0, 0, 0), 0.0, -1.0, 0.0) - rig.rest[:, :2]
+    assert (pouted - still)[lips, 0].mean() > 0.01 * rig.mouth_width
+
+
+def test_gaze_moves_the_iris_not_the_lids(renderer: MeshRenderer) -> None:
+    q = renderer.crop_view.rig.rest[:, :2]
+    eyes = ((tp.RIGHT_EYE_UPPER0, tp.RIGHT_EYE_LOWER0), (tp.LEFT_EYE_UPPER0, tp.LEFT_EYE_LOWER0))
+    polys = [np.concatenate([q[list(up)], q[list(lo[-2:0:-1])]]) for up, lo in eyes]
+    opening = np.zeros((512, 512), np.uint8)
+    cv2.fillPoly(opening, [np.round(polys[0]).astype(np.int32)], 1)
+    ys, xs = np.nonzero(cv2.erode(opening, np.ones((3, 3), np.uint8)))
+
+    def dark_x(image: np.ndarray) -> float:
+        """Centre of the dark pixels (iris, pupil) of the first eye's opening."""
+        luma = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[ys, xs].astype(float)
+        weight = np.maximum(np.percentile(luma, 60) - luma, 0.0)
+        return float((xs * weight).sum() / weight.sum())
+
+    rest = dark_x(renderer.render())
+    right, left = dark_x(renderer.render(gaze_x=1.0)), dark_x(renderer.render(gaze_x=-1.0))
+    eye_w = float(np.hypot(*(q[eyes[0][0][-1]] - q[eyes[0][0][0]])))
+    assert right > rest + 0.03 * eye_w and left < rest - 0.03 * eye_w, (left, rest, right)
+    # Outside the lid openings nothing moves.
+    moved = np.abs(
+        renderer.render(gaze_x=1.0, gaze_y=1.0).astype(int) - renderer.render().astype(int)
+    ).max(axis=2)
+    both = np.zeros((512, 512), np.uint8)
+    cv2.fillPoly(both, [np.round(p).astype(np.int32) for p in polys], 1)
+    assert moved[cv2.dilate(both, np.ones((5, 5), np.uint8)) == 0].max() == 0
+
+
+def test_open_mouth_has_lower_teeth_tongue_and_no_dark_corners(
+    renderer: MeshRenderer, avatar: PreparedAvatar
+) -> None:
+    rig = renderer.crop_view.rig
+    q = rig.vertices(rotation_matrix(0, 0, 0), 1.0, 0.0, 0.0)
+    image = renderer.render(mouth_open=1.0).astype(float)
+    luma = image @ np.array([0.299, 0.587, 0.114])
+    lower = q[list(tp.LIPS_LOWER_INNER)]
+    upper = q[list(tp.LIPS_UPPER_INNER)]
+    mid = 5  # the middle of the contours
+    width = rig.mouth_width
+    # Just above the lower lip's middle: lower teeth (light) over the tongue (red).
+    x = int(round(lower[mid, 0]))
+    column = luma[int(upper[mid, 1]) : int(lower[mid, 1]), x]
+    above_lip = image[int(lower[mid, 1] - 0.09 * width) : int(lower[mid, 1] - 0.03 * width), x]
+    assert luma[int(lower[mid, 1] - 0.06 * width), x] > np.percentile(column, 30) + 30
+    red = image[int(lower[mid, 1] - 0.14 * width) : int(lower[mid, 1] - 0.08 * width), x]
+    assert (red[:, 0] > red[:, 2] + 25).any() and above_lip.size  # tongue: red over blue
+    # The corners of the opening are lip-lined, not black: brighter than the cavity.
+    inner_left = 0.5 * (upper[1] + lower[1])
+    corner_luma = luma[int(round(inner_left[1])), int(round(inner_left[0]))]
+    assert corner_luma > np.percentile(column, 20) + 20
 
 
 def test_open_mouth_shows_a_dark_interior(renderer: MeshRenderer, avatar: PreparedAvatar) -> None:
@@ -412,7 +478,9 @@ def _motion(
     )
     silence = type(base.silence)(lips=lips, silent=False, weight=1.0)
     pose = HeadPose(pitch, yaw, roll)
-    return MotionFrame(silence=silence, pose=pose, pose_raw=pose, mouth_open=mouth, blink=blink)
+    return MotionFrame(
+        silence=silence, pose=pose, pose_raw=pose, mouth_open=mouth, blink=blink, mouth_wide=wide
+    )
 
 
 def test_render_stage(renderer: MeshRenderer) -> None:

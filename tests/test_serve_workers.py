@@ -436,6 +436,10 @@ async def test_a_killed_worker_is_reported_and_the_other_serves_on(
                     body = await resp.json()
                     assert resp.status == 503 and body["status"] == 503
                     assert "worker 1" in body["error"] and "not answering" in body["error"]
+            async with session.get(f"{server.url}/metrics") as resp:  # the scrape says so
+                scrape = await resp.text()
+            assert 'msadtalker_worker_up{worker="0"} 1.0' in scrape
+            assert 'msadtalker_worker_up{worker="1"} 0.0' in scrape
         # New publishers all go to the worker that is left.
         clients.append(await publish(server.url, http))
         assert owner(clients[-1].session_id) == 0

@@ -31,6 +31,7 @@ from live_fakes import (
     mouth_probe,
     speech_like,
     stages_under_test,
+    stall_network,
     within,
 )
 
@@ -328,23 +329,6 @@ async def test_a_vanished_client_is_cleaned_up_and_others_go_on(live: Server) ->
     await live.wait_until_empty()
 
 
-def _stall(client: LoopbackClient, stalled: bool) -> None:
-    """Cut (or restore) ``client``'s network both ways, as an outage or a frozen process
-    would: what it sends and what reaches it are lost."""
-    protocols = {
-        id(protocol): protocol
-        for transceiver in client.pc.getTransceivers()
-        for protocol in transceiver.sender.transport.transport.iceGatherer._connection._protocols
-    }
-    for protocol in protocols.values():
-        if stalled:
-            setattr(protocol, "datagram_received", lambda data, addr: None)  # noqa: B010
-            setattr(protocol.transport, "sendto", lambda data, addr=None: None)  # noqa: B010
-        else:
-            delattr(protocol, "datagram_received")  # the class's own again
-            delattr(protocol.transport, "sendto")
-
-
 async def test_a_viewer_dropped_after_a_stall_sees_the_close_when_it_comes_back(
     live: Server,
 ) -> None:
@@ -357,10 +341,10 @@ async def test_a_viewer_dropped_after_a_stall_sees_the_close_when_it_comes_back(
     viewer = live.client(role="viewer", room=publisher.answer["room"])
     await viewer.connect(live.http)
     await frames(viewer).wait_for(10)
-    _stall(viewer, True)
+    stall_network(viewer, True)
     await eventually(lambda: viewer.session_id not in live.state.peers, "the viewer dropped")
     assert viewer.pc.connectionState == "connected"  # it heard nothing of it
-    _stall(viewer, False)
+    stall_network(viewer, False)
     await eventually(
         lambda: viewer.pc.connectionState == "closed", "the viewer seeing the close", 5.0
     )

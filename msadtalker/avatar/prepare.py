@@ -29,6 +29,7 @@ from msadtalker.avatar.crop import (
 )
 from msadtalker.avatar.faces import Face, FaceFinder
 from msadtalker.avatar.image_io import decode_image
+from msadtalker.avatar.limits import warn_limits
 from msadtalker.avatar.topology import eye_centres, mouth_centre
 from msadtalker.errors import AvatarInputError
 
@@ -141,6 +142,7 @@ def prepare_avatar_bytes(
             try:
                 avatar = _from_arrays(entry, name)
                 log.info("avatar %s: prepared data from cache", name)
+                warn_limits(avatar.image, avatar.landmarks, name)
                 return avatar
             except (KeyError, ValueError) as exc:
                 log.warning("avatar cache entry for %s is stale (%s); preparing again", name, exc)
@@ -189,6 +191,7 @@ def prepare_avatar_bytes(
         face_size_px=face_size,
         sharpness=sharp,
     )
+    warn_limits(avatar.image, avatar.landmarks, name)
     if use_cache:
         cache.write_entry(key, _to_arrays(avatar), cache_dir)
     return avatar

@@ -31,7 +31,9 @@ MAX_ANGLE_DEG = 20.0
 class FaceControls:
     """One frame's controls. Angles in degrees (see module docstring for signs);
     ``mouth_open`` in [0, 1] (jaw drop, 1 = wide open); ``mouth_wide`` in [-1, 1] (spread
-    > 0, rounded < 0); ``blink`` in [0, 1] (eyelid closure, 1 = closed)."""
+    > 0, rounded < 0); ``blink`` in [0, 1] (eyelid closure, 1 = closed); ``gaze_x`` /
+    ``gaze_y`` in [-1, 1] (the eyes look to the viewer's right / down, as a share of the
+    largest shift the rig allows; 0 = the photo's own gaze)."""
 
     pitch: float = 0.0
     yaw: float = 0.0
@@ -39,6 +41,8 @@ class FaceControls:
     mouth_open: float = 0.0
     mouth_wide: float = 0.0
     blink: float = 0.0
+    gaze_x: float = 0.0
+    gaze_y: float = 0.0
 
     def clamped(self) -> FaceControls:
         a = MAX_ANGLE_DEG
@@ -56,12 +60,23 @@ class FaceControls:
             clip(self.mouth_open, 0.0, 1.0),
             clip(self.mouth_wide, -1.0, 1.0),
             clip(self.blink, 0.0, 1.0),
+            clip(self.gaze_x, -1.0, 1.0),
+            clip(self.gaze_y, -1.0, 1.0),
         )
 
     @property
     def is_rest(self) -> bool:
         return not any(
-            (self.pitch, self.yaw, self.roll, self.mouth_open, self.mouth_wide, self.blink)
+            (
+                self.pitch,
+                self.yaw,
+                self.roll,
+                self.mouth_open,
+                self.mouth_wide,
+                self.blink,
+                self.gaze_x,
+                self.gaze_y,
+            )
         )
 
 

@@ -22,9 +22,10 @@ import numpy as np
 from msadtalker.avatar import topology as tp
 from msadtalker.avatar.prepare import PreparedAvatar
 from msadtalker.mesh.controls import FaceControls, rotation_matrix
-from msadtalker.mesh.eyes import lash_colour, shade_slits
+from msadtalker.mesh.expression import OPEN_FRAC, ROUND_GAP_FRAC
+from msadtalker.mesh.eyes import lash_colour, shade_slits, shift_gaze
 from msadtalker.mesh.mouth import MouthStyle, draw_mouth, mouth_style
-from msadtalker.mesh.rig import OPEN_FRAC, Deformed, MeshRig, build_rig
+from msadtalker.mesh.rig import Deformed, MeshRig, build_rig
 from msadtalker.mesh.warp import InverseWarp, Region, frame_triangles
 
 _INNER_LIP_IDS = np.unique(np.array(tp.LIPS_UPPER_INNER + tp.LIPS_LOWER_INNER))
@@ -50,11 +51,12 @@ class _View:
     lash: np.ndarray
 
     @classmethod
-    def build(cls, image: np.ndarray, landmarks: np.ndarray) -> _View:
+    def build(cls, image: np.ndarray, landmarks: np.ndarray, upscale: float = 1.0) -> _View:
+        """``upscale``: how much ``image`` was enlarged from the photo's own pixels."""
         h, w = image.shape[:2]
         rig = build_rig(landmarks, w, h)
         warp = InverseWarp(rig, grid_step(rig.eye_distance))
-        style = mouth_style(image, landmarks, rig.mouth_width)
+        style = mouth_style(image, landmarks, rig.mouth_width, upscale)
         source = np.ascontiguousarray(image)
         source.setflags(write=False)
         return cls(source, rig, warp, style, lash_colour(image, landmarks))
@@ -69,7 +71,9 @@ class _View:
 
     def opening_px(self, c: FaceControls) -> float:
         """How far the controls open the lips beyond the photo's own gap, pixels."""
-        return c.mouth_open * OPEN_FRAC * self.rig.mouth_width * 1.12
+        rounded = max(-c.mouth_wide, 0.0)
+        share = c.mouth_open * OPEN_FRAC * 1.12 + rounded * ROUND_GAP_FRAC
+        return share * self.rig.mouth_width
 
     def maps(self, c: FaceControls, q: np.ndarray, mesh: Deformed | None = None) -> np.ndarray:
         """The backward map the frame is sampled with: (h, w, 2) over ``warp.region``."""
@@ -87,6 +91,8 @@ class _View:
             boxes += [_box(q[ids], pad) for ids in _EYE_IDS]
         if boxes:
             warp.refine(maps, q, ft, boxes)
+        r = warp.region
+        shift_gaze(maps, (r.x0, r.y0), q, (c.gaze_x, c.gaze_y))
         return maps
 
     def render(self, c: FaceControls) -> np.ndarray:
@@ -136,7 +142,8 @@ class MeshRenderer:
             landmarks = landmarks.copy()
             landmarks[:, :2] = (landmarks[:, :2] + 0.5) * k - 0.5
             landmarks[:, 2] *= k
-        self._crop = _View.build(image, landmarks)
+        upscale = self.size / max(float(avatar.crop_box[2]), 1.0)
+        self._crop = _View.build(image, landmarks, upscale)
         self._full: _View | None = None
 
     @property
@@ -153,8 +160,12 @@ class MeshRenderer:
         mouth_open: float = 0.0,
         mouth_wide: float = 0.0,
         blink: float = 0.0,
+        gaze_x: float = 0.0,
+        gaze_y: float = 0.0,
     ) -> np.ndarray:
-        return self.render_controls(FaceControls(pitch, yaw, roll, mouth_open, mouth_wide, blink))
+        return self.render_controls(
+            FaceControls(pitch, yaw, roll, mouth_open, mouth_wide, blink, gaze_x, gaze_y)
+        )
 
     def render_controls(self, controls: FaceControls) -> np.ndarray:
         return self._crop.render(controls.clamped())
@@ -167,9 +178,11 @@ class MeshRenderer:
         mouth_open: float = 0.0,
         mouth_wide: float = 0.0,
         blink: float = 0.0,
+        gaze_x: float = 0.0,
+        gaze_y: float = 0.0,
     ) -> np.ndarray:
         return self.render_full_controls(
-            FaceControls(pitch, yaw, roll, mouth_open, mouth_wide, blink)
+            FaceControls(pitch, yaw, roll, mouth_open, mouth_wide, blink, gaze_x, gaze_y)
         )
 
     def render_full_controls(self, controls: FaceControls) -> np.ndarray:

@@ -21,19 +21,14 @@ Triangles
     without bound; the painted mouth covers the latter).
 
 Motion of a vertex for controls (pitch, yaw, roll, open, wide, blink)
-    p' = p + open * J + wide * K + blink * B        (expression, in the photo's frame)
+    p' = p + open J + max(wide, 0) S + max(-wide, 0) Q + blink B   (expression, 3-D, in the
+                                                                   photo's frame)
     P  = R (p' - pivot) + pivot                      (3-D rotation, orthographic)
     q  = p_xy + w * (P_xy - p_xy)                    (fade toward the body and the border)
 
-    ``J`` (jaw): lower lip, chin and jaw move "down the face" by up to ``OPEN_FRAC`` of the
-    mouth width (lower lip 1, mouth corners 0.35, tapering toward the jaw angles and the
-    cheeks; the upper lip lifts a little in the middle). ``K`` (width): the mouth region
-    scales sideways by ``WIDE_FRAC`` about its centre, fading out around it. ``B`` (blink):
-    the upper lid's lash line travels 80 % of the lid opening and the lower one 20 %, so they
-    meet; the ring just above the lashes follows by 90 % (the lid margin moves down nearly
-    rigidly, so the lashes stay a thin line) and the ring under the brow by 20 %: the
-    photo's own lid skin stretches over the eye instead of a flat colour being painted.
-    A last safety net smooths the displacement around any triangle that would still flip.
+    The bases (``expression``): ``J`` jaw drop, ``S`` spread lips ("ee"), ``Q`` rounded and
+    protruded lips ("oo"; its depth shows when the head turns), ``B`` blink. A last safety
+    net smooths the displacement around any triangle that would still flip.
 
 Depth
     Landmarks keep MediaPipe's z, relaxed where the mesh wraps around the cheeks (see
@@ -53,9 +48,12 @@ import numpy as np
 from scipy.spatial import Delaunay, cKDTree
 
 from msadtalker.avatar import topology as tp
+from msadtalker.mesh import expression as ex
+from msadtalker.mesh.expression import OPEN_FRAC
+from msadtalker.mesh.face_frame import FaceFrame
 
-OPEN_FRAC = 0.22  # lip gap added at mouth_open = 1, as a fraction of the mouth width
-WIDE_FRAC = 0.16  # mouth-corner travel at |mouth_wide| = 1, fraction of half the width
+__all__ = ["OPEN_FRAC", "Deformed", "FaceFrame", "MeshRig", "build_rig"]
+
 FADE_OUT = 1.85  # head weight reaches 0 at this normalised head-ellipse radius...
 FADE_OUT_BELOW = 1.5  # ...and at this one straight below the chin (the neck and collar)
 RING_RADII = (0.62, 0.78, 0.9, 1.0, 1.12, 1.26, 1.42, 1.6, 1.85, 2.2, 2.7, 3.4, 4.4, 6.0)
@@ -70,27 +68,7 @@ MAX_DEPTH_SLOPE = 2.2
 BORDER_SLACK = 1.5
 
 
-def smoothstep(t: np.ndarray) -> np.ndarray:
-    t = np.clip(t, 0.0, 1.0)
-    out: np.ndarray = t * t * (3.0 - 2.0 * t)
-    return out
-
-
-@dataclass(frozen=True)
-class FaceFrame:
-    """Face-aligned axes: ``e`` along the eye line (image left -> right), ``down``
-    perpendicular to it toward the chin; ``origin`` between the eyes."""
-
-    origin: np.ndarray
-    e: np.ndarray
-    down: np.ndarray
-
-    def uv(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        d = xy - self.origin
-        return d @ self.e, d @ self.down
-
-    def xy(self, u: np.ndarray, s: np.ndarray) -> np.ndarray:
-        return self.origin + np.outer(u, self.e) + np.outer(s, self.down)
+smoothstep = ex.smoothstep
 
 
 @dataclass(frozen=True)
@@ -129,8 +107,9 @@ class MeshRig:
     height: int
     rest: np.ndarray  # (V, 3) float64 rest positions (x, y, z), pixels (float32-exact x, y)
     weight: np.ndarray  # (V,) head weight in [0, 1]
-    jaw: np.ndarray  # (V, 2) displacement at mouth_open = 1
-    wide: np.ndarray  # (V, 2) displacement at mouth_wide = 1
+    jaw: np.ndarray  # (V, 3) displacement at mouth_open = 1
+    spread: np.ndarray  # (V, 3) displacement at mouth_wide = +1
+    round: np.ndarray  # (V, 3) displacement at mouth_wide = -1
     blink: np.ndarray  # (V, 2) displacement at blink = 1
     pivot: np.ndarray  # (3,)
     border_distance: np.ndarray  # (V,) distance to the image border, pixels
@@ -151,21 +130,29 @@ class MeshRig:
         return tp.NUM_LANDMARKS
 
     def vertices(
-        self, rotation: np.ndarray, mouth_open: float, mouth_wide: float, blink: float
+        self,
+        rotation: np.ndarray,
+        mouth_open: float,
+        mouth_wide: float,
+        blink: float,
     ) -> np.ndarray:
         """(V, 2) float64 vertex positions for one frame (see the module docstring)."""
         return self.deform(rotation, mouth_open, mouth_wide, blink).q
 
     def deform(
-        self, rotation: np.ndarray, mouth_open: float, mouth_wide: float, blink: float
+        self,
+        rotation: np.ndarray,
+        mouth_open: float,
+        mouth_wide: float,
+        blink: float,
     ) -> Deformed:
         """The frame's vertex positions with their triangles' corners, edges and signed
         areas (computed for the fold check anyway; the inverse warp needs them too)."""
         moved = self._centred
         if mouth_open or mouth_wide or blink:
-            moved = moved.copy()
-            expression = self._expression @ np.array([mouth_open, mouth_wide, blink])
-            moved[:, :2] += expression.reshape(-1, 2)
+            spread, rounded = max(mouth_wide, 0.0), max(-mouth_wide, 0.0)
+            weights = np.array([mouth_open, spread, rounded, blink])
+            moved = moved + (self._expression @ weights).reshape(-1, 3)
         # Only x, y of R (p' - pivot) + pivot are needed (orthographic projection).
         d = moved @ rotation[:2].T
         d += self._pivot_offset
@@ -201,8 +188,19 @@ class MeshRig:
 
     @cached_property
     def _expression(self) -> np.ndarray:
-        """(2 V, 3): the jaw, width and blink displacements as columns."""
-        return np.stack([self.jaw.ravel(), self.wide.ravel(), self.blink.ravel()], axis=1)
+        """(3 V, 4): the jaw, spread, round and blink displacements (x, y, z) as columns,
+        in the order of ``deform``'s weights."""
+
+        def lifted(xy: np.ndarray) -> np.ndarray:
+            return np.column_stack([xy, np.zeros(len(xy))]).ravel()
+
+        columns = [
+            self.jaw.ravel(),
+            self.spread.ravel(),
+            self.round.ravel(),
+            lifted(self.blink),
+        ]
+        return np.stack(columns, axis=1)
 
     @cached_property
     def _pivot_offset(self) -> np.ndarray:
@@ -319,9 +317,10 @@ def build_rig(landmarks: np.ndarray, width: int, height: int) -> MeshRig:
     weight = weight * smoothstep(border / margin)
 
     all_u, all_s = frame.uv(rest[:, :2])
-    jaw = _jaw_basis(lm, all_u, all_s, frame, mouth_width, teeth_ids)
-    wide = _wide_basis(lm, all_u, all_s, frame, mouth_width)
-    blink = _blink_basis(lm, len(rest), frame)
+    jaw = ex.jaw_basis(lm, all_u, all_s, frame, mouth_width, teeth_ids)
+    spread = ex.spread_basis(lm, all_u, all_s, frame, mouth_width)
+    rounded = ex.round_basis(lm, all_u, all_s, frame, mouth_width)
+    blink = ex.blink_basis(lm, len(rest), frame)
 
     mouth_s = float(s[list(tp.MOUTH_CORNERS)].mean())
     pivot_xy = frame.xy(np.array([head.u_c]), np.array([mouth_s]))[0]
@@ -344,7 +343,8 @@ def build_rig(landmarks: np.ndarray, width: int, height: int) -> MeshRig:
         rest=rest,
         weight=weight,
         jaw=jaw,
-        wide=wide,
+        spread=spread,
+        round=rounded,
         blink=blink,
         pivot=pivot,
         border_distance=np.maximum(border, 0.0),
@@ -514,108 +514,3 @@ def _anchor_depth(
     t = smoothstep((rho - start) / np.maximum(1.0 - start, 1e-3))
     depth: np.ndarray = lm[sil[nearest], 2] * (1.0 - t) + z_side * t
     return depth
-
-
-def _mouth_coords(
-    lm: np.ndarray, frame: FaceFrame, u: np.ndarray, s: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, float]:
-    corners = lm[list(tp.MOUTH_CORNERS), :2]
-    mu, ms = frame.uv(corners.mean(axis=0, keepdims=True))
-    half = float(np.hypot(*(corners[1] - corners[0]))) / 2.0
-    return u - mu[0], s - ms[0], max(half, 1e-6)
-
-
-def _contour(lm: np.ndarray, ids: tuple[int, ...], frame: FaceFrame, um: np.ndarray) -> np.ndarray:
-    """The contour's s (mouth coordinates) interpolated at each ``um``."""
-    u, s = frame.uv(lm[list(ids), :2])
-    cu, cs, _ = _mouth_coords(lm, frame, u, s)
-    order = np.argsort(cu)
-    return np.asarray(np.interp(um, cu[order], cs[order]), dtype=np.float64)
-
-
-def _jaw_basis(
-    lm: np.ndarray,
-    u: np.ndarray,
-    s: np.ndarray,
-    frame: FaceFrame,
-    mouth_width: float,
-    upper_jaw: np.ndarray,
-) -> np.ndarray:
-    """Jaw-drop displacement at mouth_open = 1 (see the module docstring).
-
-    Membership m (share of the full drop) as a smooth field in mouth coordinates (um across,
-    sm down, origin between the corners): lower lip 1 in the middle tapering to ``CORNER``
-    at the corners; chin and jaw 1, tapering toward the jaw angles; cheeks above the corner
-    line little; upper lip lifts slightly in the middle and follows the corners near them.
-    """
-    corner = 0.35
-    um, sm, half = _mouth_coords(lm, frame, u, s)
-    r = np.clip(np.abs(um) / half, 0.0, 1.0)
-    split = 0.5 * (
-        _contour(lm, tp.LIPS_UPPER_INNER, frame, um) + _contour(lm, tp.LIPS_LOWER_INNER, frame, um)
-    )
-    top = _contour(lm, tp.LIPS_UPPER_OUTER, frame, um)
-
-    # Generic field: rises below the corner line, tapering toward the jaw angles.
-    vertical = smoothstep((sm + 0.3 * half) / (0.9 * half))
-    lateral = 1.0 - 0.8 * smoothstep((np.abs(um) - 0.8 * half) / (1.6 * half))
-    m = vertical * lateral
-
-    span = np.abs(um) < half
-    lower = span & (sm > split)
-    m = np.where(lower, np.maximum(corner + (1.0 - corner) * (1.0 - r * r), m), m)
-    upper = span & (sm <= split) & (sm >= top - 0.08 * half)
-    m = np.where(upper, -0.12 * (1.0 - r * r) + corner * r**4, m)
-    m[list(tp.MOUTH_CORNERS + tp.INNER_MOUTH_CORNERS)] = corner
-    # Teeth-edge vertices belong to the upper jaw: they move as the upper lip above them.
-    m[upper_jaw] = (-0.12 * (1.0 - r * r) + corner * r**4)[upper_jaw]
-    jaw: np.ndarray = OPEN_FRAC * mouth_width * m[:, None] * frame.down[None, :]
-    return jaw
-
-
-def _wide_basis(
-    lm: np.ndarray, u: np.ndarray, s: np.ndarray, frame: FaceFrame, mouth_width: float
-) -> np.ndarray:
-    um, sm, half = _mouth_coords(lm, frame, u, s)
-    r = np.hypot(um / half, sm / (0.55 * half))
-    g = np.where(r <= 1.0, 1.0, np.exp(-(((r - 1.0) / 0.7) ** 2)))
-    wide: np.ndarray = (WIDE_FRAC * um * g)[:, None] * frame.e[None, :]
-    return wide
-
-
-def _blink_basis(lm: np.ndarray, count: int, frame: FaceFrame) -> np.ndarray:
-    out = np.zeros((count, 2))
-    eyes = (
-        (
-            tp.RIGHT_EYE_UPPER0,
-            tp.RIGHT_EYE_LOWER0,
-            tp.RIGHT_EYE_UPPER1,
-            tp.RIGHT_EYE_UPPER2,
-            tp.RIGHT_EYE_LOWER1,
-        ),
-        (
-            tp.LEFT_EYE_UPPER0,
-            tp.LEFT_EYE_LOWER0,
-            tp.LEFT_EYE_UPPER1,
-            tp.LEFT_EYE_UPPER2,
-            tp.LEFT_EYE_LOWER1,
-        ),
-    )
-    for upper0, lower0, upper1, upper2, lower1 in eyes:
-        up_u, up_s = frame.uv(lm[list(upper0), :2])
-        lo_u, lo_s = frame.uv(lm[list(lower0), :2])
-        ou, ol = np.argsort(up_u), np.argsort(lo_u)
-        for ids, share in (
-            (upper0[1:-1], 0.8),
-            (upper1, 0.8 * 0.9),
-            (upper2, 0.8 * 0.2),
-            (lower0[1:-1], -0.2),
-            (lower1, -0.2 * 0.3),
-        ):
-            q, _ = frame.uv(lm[list(ids), :2])
-            # Lid opening at each point's position across the eye.
-            gap = np.maximum(
-                np.interp(q, lo_u[ol], lo_s[ol]) - np.interp(q, up_u[ou], up_s[ou]), 0.0
-            )
-            out[list(ids)] = (share * gap)[:, None] * frame.down[None, :]
-    return out

@@ -52,5 +52,6 @@ def build_motion_stages(
         blink=config.blink,
         seed=config.pipeline.seed,
         still=config.render.still,
+        idle=config.idle,
     )
     return [features, lip_stage, silence, motion]

@@ -9,7 +9,7 @@ import os
 import re
 import signal
 import sys
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 
@@ -20,10 +20,15 @@ _URL = re.compile(r"(http://[^\s/]+)/")
 
 class ServerProcess:
     """``msadtalker serve`` on a free loopback port, in its own process (its own event loop and
-    its own share of the CPU, as in production). ``argv``: extra flags for ``serve``."""
+    its own share of the CPU, as in production). ``argv``: extra flags for ``serve``; ``env``:
+    its environment (default: this process's); ``stderr``: where its log goes (a file)."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(
+        self, argv: list[str], env: dict[str, str] | None = None, stderr: IO[bytes] | None = None
+    ) -> None:
         self._argv = argv
+        self._env = env
+        self._stderr = stderr
         self._proc: asyncio.subprocess.Process | None = None
         self.url = ""
 
@@ -39,6 +44,8 @@ class ServerProcess:
             "0",
             *self._argv,
             stdout=asyncio.subprocess.PIPE,
+            stderr=self._stderr,
+            env=self._env,
         )
         assert self._proc.stdout is not None
         line = (await asyncio.wait_for(self._proc.stdout.readline(), 120)).decode()

@@ -16,7 +16,18 @@ from typing import Any
 
 from streamer.commands._options import add_config_flags, writable_path
 
-KINDS = ("render", "latency", "sessions", "vad", "motion", "networks", "lookahead")
+KINDS = (
+    "render",
+    "face",
+    "latency",
+    "sessions",
+    "vad",
+    "motion",
+    "networks",
+    "lookahead",
+    "fuzz",
+    "soak",
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

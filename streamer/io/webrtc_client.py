@@ -50,11 +50,14 @@ class PacedAudioTrack(MediaStreamTrack):
         stop_after: bool = False,
         gaps: tuple[tuple[float, float], ...] = (),
         opus: bool = False,
+        loop: bool = False,
     ) -> None:
         """``gaps``: (start_s, end_s) spans of the clip whose packets are never sent (loss,
         or a mic that stalls); the pts of the next packet jumps over them. ``opus``: hand
         aiortc ready Opus packets (the codec must be Opus), as a browser encodes natively;
-        many clients in one process then stay off aiortc's per-packet executor round trip."""
+        many clients in one process then stay off aiortc's per-packet executor round trip.
+        ``loop``: play the clip over and over (a speaker for as long as a soak lasts)."""
+        self._repeat = loop
         super().__init__()
         self._opus = OpusPacketEncoder() if opus else None
         self._gaps = gaps
@@ -103,8 +106,9 @@ class PacedAudioTrack(MediaStreamTrack):
         delay = due - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        if j < self.clip_frames:
-            chunk = self._pcm[j * MIC_PACKET : (j + 1) * MIC_PACKET]
+        if j < self.clip_frames or self._repeat:
+            k = j % self.clip_frames
+            chunk = self._pcm[k * MIC_PACKET : (k + 1) * MIC_PACKET]
         else:
             chunk = np.zeros(MIC_PACKET, dtype=np.int16)
         frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
@@ -148,6 +152,7 @@ class LoopbackClient:
     read_media: bool = True
     mic_gaps: tuple[tuple[float, float], ...] = ()
     mic_opus: bool = False  # see PacedAudioTrack
+    mic_loop: bool = False  # the clip over and over (PacedAudioTrack's ``loop``)
     token: str | None = None  # sent as ``Authorization: Bearer`` when the server wants one
     video: list[ReceivedVideo] = field(default_factory=list)
     received_audio: list[ReceivedAudio] = field(default_factory=list)
@@ -169,7 +174,9 @@ class LoopbackClient:
         if self.role == "publisher":
             if self.audio is None:
                 raise ValueError("a publisher needs audio")
-            self.mic = PacedAudioTrack(self.audio, gaps=self.mic_gaps, opus=self.mic_opus)
+            self.mic = PacedAudioTrack(
+                self.audio, gaps=self.mic_gaps, opus=self.mic_opus, loop=self.mic_loop
+            )
             pc.addTransceiver(self.mic, direction="sendrecv")
         else:
             pc.addTransceiver("audio", direction="recvonly")

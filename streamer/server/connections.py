@@ -14,7 +14,11 @@ reading no more of them than the header lines that say how long a body is:
 * ``max_connections_per_client`` connections at once per client address (a trusted proxy's
   are not counted per client: it carries many) and ``max_connections`` in all: beyond them a
   new connection gets a JSON 429 (this client) or 503 (everyone) and is closed before aiohttp
-  sees it.
+  sees it;
+* a request with an ``Expect`` header other than ``100-continue`` gets a JSON 417 and the
+  connection is closed: aiohttp answers it before any middleware, as text that quotes the
+  header, and a header that is not UTF-8 made that a 500 with an ERROR traceback (found by
+  fuzzing: any client could flood the log).
 
 A deadline runs only while a request is incomplete, so a response that takes long (an offer
 being negotiated) never counts against the client. What a guard closes is logged at DEBUG and
@@ -158,6 +162,7 @@ class _GuardedProtocol(asyncio.Protocol):
         self._body_left = 0
         self._chunked = False
         self._tail = b""  # last bytes of a chunked body, for a terminator split over reads
+        self._refusal: tuple[int, str] | None = None  # the request is answered here, not passed
 
     # ------------------------------------------------------------ the protocol, passed on
 
@@ -188,6 +193,12 @@ class _GuardedProtocol(asyncio.Protocol):
         if not self._admitted:
             return
         self._watch(data)
+        if self._refusal is not None:
+            assert self._transport is not None
+            if not self._transport.is_closing():  # answered once; what follows is dropped
+                log.debug("request from %s refused: %s", self._client, self._refusal[1])
+                _refuse(self._transport, *self._refusal)
+            return
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -278,6 +289,8 @@ class _GuardedProtocol(asyncio.Protocol):
                 self._body_left = 0  # aiohttp refuses it
         elif name == b"transfer-encoding" and b"chunked" in value.lower():
             self._chunked = True
+        elif name == b"expect" and value.strip().lower() != b"100-continue":
+            self._refusal = (417, "unsupported Expect header (only 100-continue is)")
 
     def _headers_done(self) -> None:
         if self._chunked:
@@ -300,10 +313,13 @@ class _GuardedProtocol(asyncio.Protocol):
 
 def _refuse(transport: asyncio.Transport, status: int, message: str) -> None:
     body = json.dumps({"error": message, "status": status}).encode()
-    reason = "Too Many Requests" if status == 429 else "Service Unavailable"
+    reason = {429: "Too Many Requests", 417: "Expectation Failed"}.get(
+        status, "Service Unavailable"
+    )
+    retry = "Retry-After: 5\r\n" if status in (429, 503) else ""  # a capacity refusal
     head = (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nRetry-After: 5\r\nX-Content-Type-Options: nosniff\r\n"
+        f"Content-Length: {len(body)}\r\n{retry}X-Content-Type-Options: nosniff\r\n"
         "Connection: close\r\n\r\n"
     )
     transport.write(head.encode() + body)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -24,21 +25,31 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class RequestError(Exception):
-    """A request the client must fix or retry; becomes a JSON error with ``status``."""
+    """A request the client must fix or retry; becomes a JSON error with ``status``
+    (``fields``: more keys of that body, for a machine to read, e.g. ``ended``)."""
 
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        fields: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.headers = dict(headers or {})
+        self.fields = dict(fields or {})
 
 
 def error_response(
-    status: int, message: str, headers: Mapping[str, str] | None = None
+    status: int,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    fields: Mapping[str, Any] | None = None,
 ) -> web.Response:
     extra = {k: v for k, v in (headers or {}).items() if k.lower() in _KEPT_HEADERS}
-    return web.json_response(
-        {"error": message, "status": status}, status=status, headers=extra or None
-    )
+    body = {**(fields or {}), "error": message, "status": status}
+    return web.json_response(body, status=status, headers=extra or None)
 
 
 @web.middleware
@@ -46,7 +57,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except RequestError as exc:
-        return error_response(exc.status, str(exc), exc.headers)
+        return error_response(exc.status, str(exc), exc.headers, exc.fields)
     except OfferError as exc:
         return error_response(exc.status, str(exc))
     except OwnerUnreachable as exc:

@@ -145,11 +145,19 @@ async def handle_poster(request: web.Request) -> web.Response:
 
 def _peer(request: web.Request) -> Peer:
     """The session the path names, if the caller created it: to anyone else it does not
-    exist (the same 404 as an unknown id, so ids cannot be probed)."""
-    peer = request.app[STATE].peers.get(request.match_info["session_id"])
-    if peer is None or not may_access(credential_of(request), peer.owner):
-        raise RequestError(404, f"no session {request.match_info['session_id']!r}")
-    return peer
+    exist (the same 404 as an unknown id, so ids cannot be probed). One the server ended a
+    short while ago is a 410 naming why, to its creator alone (``streamer.server.endings``)."""
+    state = request.app[STATE]
+    session_id = request.match_info["session_id"]
+    credential = credential_of(request)
+    peer = state.peers.get(session_id)
+    if peer is not None and may_access(credential, peer.owner):
+        return peer
+    ending = state.endings.get(session_id) if peer is None else None
+    if ending is not None and may_access(credential, ending.owner):
+        message = f"session {session_id!r} ended: {ending.sentence}"
+        raise RequestError(410, message, fields={"ended": ending.reason})
+    raise RequestError(404, f"no session {session_id!r}")
 
 
 async def handle_stats(request: web.Request) -> web.Response:

@@ -305,18 +305,23 @@ def _watch(state: ServerState, peer: Peer, pc: RTCPeerConnection, activity: _Act
 
         async def session_ended() -> None:
             await peer.session.finished.wait()
-            close_later("session_ended")
+            # A failed pipeline is told apart: counted, and its owner is told (410, endings).
+            close_later("error" if peer.session.ended == "error" else "session_ended")
 
         peer.spawn(session_ended(), "session-end")
 
 
-async def close_peer(state: ServerState, peer: Peer, reason: str = "hangup") -> None:
+async def close_peer(
+    state: ServerState, peer: Peer, reason: str = "hangup", cause: str | None = None
+) -> None:
     """Idempotent cleanup of one peer (and, for a publisher, its room); returns once it is
-    done, whoever started it. ``reason``: why (``msadtalker_peers_closed_total``)."""
+    done, whoever started it. ``reason``: why (``msadtalker_peers_closed_total``, and what
+    its owner is told: ``streamer.server.endings``); ``cause``: why its room closed."""
     if peer.closing is None:
         peer.closed = True
         state.peers.pop(peer.id, None)
         state.metrics.peers_closed.labels(role=peer.role, reason=reason).inc()
+        state.endings.record(peer.id, peer.owner, reason, cause)
         context = context_with(session_id=peer.id, room=peer.room.id)
         closing = asyncio.get_running_loop().create_task(
             _close(state, peer, reason), name=f"closing-{peer.id}", context=context
@@ -351,7 +356,8 @@ async def _close(state: ServerState, peer: Peer, reason: str) -> None:
             room.publisher = None
             state.rooms.close(room.id)
         viewers = list(room.viewers.values())
-        await asyncio.gather(*(close_peer(state, v, "room_closed") for v in viewers))
+        closing = (close_peer(state, v, "room_closed", reason) for v in viewers)
+        await asyncio.gather(*closing)
     log.info("%s %s left room %s", peer.role, peer.id, room.id)
 
 

@@ -22,6 +22,7 @@ from streamer.logs import context_with
 from streamer.server.auth import OPEN, Authenticator
 from streamer.server.clients import ClientLimits
 from streamer.server.cluster import Cluster, Forwarder
+from streamer.server.endings import Endings
 from streamer.server.metrics import ServerMetrics
 from streamer.server.offers import Role
 from streamer.server.rooms import Room, RoomRegistry
@@ -101,6 +102,7 @@ class ServerState:
         self.draining = False
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing: set[asyncio.Task[None]] = set()  # peer cleanups under way
+        self.endings = Endings()  # why recent sessions ended, for their owners (410)
         self.metrics = ServerMetrics(self)
         self.loopback = resolve_loopback_mode(self.server.ice_loopback, self.server.host)
         self.poster: asyncio.Future[bytes] | None = None  # JPEG of the avatar at rest

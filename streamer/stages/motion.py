@@ -7,8 +7,14 @@ zero offsets) with omega = ``PoseBlend`` of the silence weight w~ (the paper's w
 smoothstep-eased so the head eases to rest). The mouth opening, and on the neural path the
 expression coefficients, go through a ``MotionDamper``: unchanged while w~ = 1, smoothed ever
 more strongly as w~ falls, so residual lip motion in silence is damped while a steady opening
-is kept and a mouth the lip source closed stays closed. ``still`` keeps the head at
-P_initial (mouth and blinks only). See ``msadtalker.settle``.
+is kept and a mouth the lip source closed stays closed. The lips' shape (``mouth_wide``:
+spread / rounded) is damped by the same rule, except that a return toward neutral passes
+unchanged, so a silent mouth is neutral as well as shut, and settles at once.
+``still`` keeps the head at P_initial (mouth and blinks only). See ``msadtalker.settle``.
+
+Optional idle life (``msadtalker.idle``, off by default): slow gaze shifts (``gaze``) and
+head micro-motion of a few tenths of a degree added to the pose after the silence blend
+(not with ``still``).
 
 Delay: 0 frames.
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from msadtalker.blink import BlinkConfig, BlinkSchedule
+from msadtalker.idle import IdleConfig, IdleMotion
 from msadtalker.pose import CosinePoseConfig, CosinePoseGenerator
 from msadtalker.settle import MotionDamper, PoseBlend
 from msadtalker.silence import SilenceConfig
@@ -36,6 +43,7 @@ class MotionStage:
         blink: BlinkConfig | None = None,
         seed: int = 0,
         still: bool = False,
+        idle: IdleConfig | None = None,
     ) -> None:
         self._silence = silence or SilenceConfig()
         self._pose = CosinePoseGenerator(pose, seed=seed)
@@ -45,6 +53,8 @@ class MotionStage:
         # 2 % of full opening is invisible (the articulator's own dead zone): once that close
         # to the source, the mouth is the source's, so a shut mouth settles exactly.
         self._mouth = MotionDamper(self._silence.mouth_damping_s, settle=0.02)
+        self._shape = MotionDamper(self._silence.mouth_damping_s, settle=0.02)
+        self._idle = IdleMotion(idle, seed=seed)
         self._expression = MotionDamper(self._silence.mouth_damping_s)
         self._closed_by_reset = False
 
@@ -61,14 +71,15 @@ class MotionStage:
         raw = self._pose.step()
         pose_raw = HeadPose(float(raw[0]), float(raw[1]), float(raw[2]))
         omega = self._blend.step(item.weight)
+        gaze, micro = self._idle.step()
         if self._still:
             pose = _REST
         else:
             # "+ 0.0" turns the -0.0 of a negative offset times omega = 0 into 0.0.
             pose = HeadPose(
-                omega * pose_raw.pitch + 0.0,
-                omega * pose_raw.yaw + 0.0,
-                omega * pose_raw.roll + 0.0,
+                omega * pose_raw.pitch + micro[0] + 0.0,
+                omega * pose_raw.yaw + micro[1] + 0.0,
+                omega * pose_raw.roll + micro[2] + 0.0,
             )
 
         # The first frame after a barge-in shows the closed mouth and neutral expression that
@@ -77,10 +88,12 @@ class MotionStage:
         expression = item.lips.expression
         if resting:
             mouth = self._mouth.hold_rest(0.0)
+            shape = self._shape.hold_rest(0.0)
             if expression is not None:
                 expression = self._expression.hold_rest(np.zeros_like(expression))
         else:
             mouth = self._mouth.step(item.lips.mouth_open, item.weight)
+            shape = self._relaxed_shape(item.lips.mouth_wide, item.weight)
             if expression is not None:
                 expression = self._expression.step(expression, item.weight)
         return [
@@ -91,8 +104,19 @@ class MotionStage:
                 mouth_open=min(max(mouth, 0.0), 1.0),
                 blink=self._blinks.step(),
                 expression=None if expression is None else expression.astype(np.float32),
+                mouth_wide=min(max(shape, -1.0), 1.0),
+                gaze=gaze,
             )
         ]
+
+    def _relaxed_shape(self, wide: float, weight: float) -> float:
+        """The lips' shape damped like the opening, except that a return toward neutral
+        passes at once: silence suppresses spurious shaping, never the lips relaxing (a
+        rounding held on by the damper after the voice stopped would drift for a second)."""
+        shape = self._shape.step(wide, weight)
+        if wide * shape >= 0.0 and abs(wide) < abs(shape):
+            shape = self._shape.hold_rest(wide)
+        return shape
 
     def flush(self) -> list[MotionFrame]:
         return []

@@ -2,8 +2,9 @@
 
 Input per frame: ``pose.pitch/yaw/roll`` (degrees, offsets from the photo's pose; "still" is
 handled upstream, where the pose is already zero), ``mouth_open`` in [0, 1], ``blink`` in
-[0, 1] and ``lips.mouth_wide`` in [-1, 1]. Output: ``VideoFrame.image``, RGB uint8, (S, S, 3)
-in "crop" mode or the photo's size (long side <= 1920, even sides) in "full" mode.
+[0, 1], ``mouth_wide`` in [-1, 1] and ``gaze`` (right, down) in [-1, 1]. Output:
+``VideoFrame.image``, RGB uint8, (S, S, 3) in "crop" mode or the photo's size (long side
+<= 1920, even sides) in "full" mode.
 
 Delay: 0 frames. Stateless between frames (a frame depends only on its own motion), so
 ``reset`` has nothing to drop and the renderer can be shared by several sessions.
@@ -32,8 +33,10 @@ def controls_of(motion: MotionFrame) -> FaceControls:
         yaw=pose.yaw,
         roll=pose.roll,
         mouth_open=motion.mouth_open,
-        mouth_wide=motion.lips.mouth_wide,
+        mouth_wide=motion.mouth_wide,
         blink=motion.blink,
+        gaze_x=motion.gaze[0],
+        gaze_y=motion.gaze[1],
     )
 
 
