@@ -35,6 +35,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
     "${missing[@]}" >/dev/null
 fi
+# Real media servers the broadcast tests start themselves (nginx-rtmp, ...): test profile only.
+if [ "$profile" = test ] && [ -f scripts/install-media-servers.sh ]; then
+  bash scripts/install-media-servers.sh
+fi
 
 # --- virtual environment ---------------------------------------------------------------
 if [ ! -x .venv/bin/python ]; then

@@ -26,11 +26,13 @@ from msadtalker.errors import ConfigError
 from msadtalker.idle import IdleConfig
 from msadtalker.pose import CosinePoseConfig
 from msadtalker.silence import SilenceConfig
+from streamer.server.ids import INSTANCE_ID
 
 # Secrets from the environment (``AuthConfig``): token lists comma-separated.
 PUBLISHER_TOKENS_ENV = "MSADTALKER_PUBLISHER_TOKENS"
 VIEWER_TOKENS_ENV = "MSADTALKER_VIEWER_TOKENS"
 TOKEN_SECRET_ENV = "MSADTALKER_TOKEN_SECRET"
+TURN_SECRET_ENV = "MSADTALKER_TURN_SECRET"  # ``IceConfig.turn_secret``
 MIN_TOKEN_CHARS = 16  # shorter static tokens and secrets are guessable
 _ORIGIN = re.compile(
     r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
@@ -61,8 +63,25 @@ class RenderConfig:
     mode: Literal["crop", "full"] = "crop"
     still: bool = False
     # Neural renderer only: inference backend (``engines.registry``) and device.
-    engine: Literal["torch", "onnxruntime", "tensorrt"] = "torch"
+    engine: Literal["torch", "onnxruntime", "tensorrt", "triton"] = "torch"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    engine_url: str = ""  # triton: the server's gRPC address, e.g. "triton:8001"
+    # Cross-session batching of the per-frame networks (engines.batching): up to batch_max
+    # rows per engine call, a call waits at most batch_wait_ms for company. 1 = off.
+    batch_max: int = 1
+    batch_wait_ms: float = 4.0
+    # torch on CUDA only (engines.fast_path): fp32 | fp16 | bf16 with fp32 islands,
+    # channels-last, CUDA graphs. Ignored on CPU.
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    cuda_graphs: bool = False
+
+    def validate(self) -> None:
+        if not 1 <= self.batch_max <= 64:
+            raise ValueError(f"batch_max must be 1 .. 64, got {self.batch_max}")
+        if not 0 <= self.batch_wait_ms <= 40:
+            raise ValueError(f"batch_wait_ms must be 0 .. 40, got {self.batch_wait_ms}")
+        if self.engine == "triton" and not self.engine_url:
+            raise ValueError("engine 'triton' needs engine_url (the server's gRPC host:port)")
 
 
 @dataclass(frozen=True)
@@ -140,6 +159,11 @@ class ServerConfig:
     # Server processes sharing the port (``msadtalker serve --workers``, docs/live.md): 1 = one
     # process, as always; N > 1 = a supervising parent and N workers, limits per worker.
     workers: int = 1
+    # This server among several behind a load balancer (docs/broadcast.md, "Several
+    # machines"): every session, room and resource id starts with it (``streamer.server.ids``)
+    # so the balancer routes follow-ups to it. 1-32 of a-z 0-9 -; empty = from the hostname
+    # (random when it gives nothing). Distinct per machine.
+    instance_id: str = ""
     # Serve without tokens on an address other than loopback (``--insecure``): anyone who can
     # reach the port may publish. Off: such a server refuses to start (``streamer.server.run``).
     insecure: bool = False
@@ -155,6 +179,8 @@ class ServerConfig:
             raise ValueError("port must be in 0..65535")
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
+        if self.instance_id and not INSTANCE_ID.fullmatch(self.instance_id):
+            raise ValueError(f"instance_id {self.instance_id!r} must be 1-32 of a-z 0-9 -")
         if min(self.max_sessions, self.max_viewers_per_room, self.queue_frames) < 1:
             raise ValueError("session, viewer and queue limits must be >= 1")
         if self.max_sdp_bytes < 256:
@@ -253,6 +279,143 @@ class AuthConfig:
             raise ValueError("viewer_link_ttl_s must be >= 0")
 
 
+_STUN_URL = re.compile(r"stuns?:[^\s?#]+")
+_TURN_URL = re.compile(r"turns?:[^\s?#]+(\?transport=(udp|tcp))?")
+
+
+@dataclass(frozen=True)
+class IceConfig:
+    """ICE servers (``streamer.server.ice``), configured once: the server's own peer
+    connections use them, and the pages (``GET /ice-servers``) and WHIP/WHEP clients (``Link``
+    headers) are handed them. TURN credentials are static (``turn_username`` +
+    ``turn_credential``) or, with ``turn_secret``, minted per request as coturn's
+    ``use-auth-secret`` checks them: username ``"<expiry>:<turn_user>"``, credential
+    base64(HMAC-SHA1(secret, username)), valid ``turn_ttl_s``. ``MSADTALKER_TURN_SECRET``
+    replaces the file's secret when set. ``server.stun_url`` (older configs) joins
+    ``stun_urls``."""
+
+    stun_urls: tuple[str, ...] = ()  # "stun:stun.example.net:3478"
+    turn_urls: tuple[str, ...] = ()  # "turn:turn.example.net:3478?transport=udp", "turns:..."
+    turn_username: str = ""
+    turn_credential: str = ""
+    turn_secret: str = ""  # TURN REST shared secret (coturn ``static-auth-secret``)
+    turn_user: str = "msadtalker"  # the user part of a minted username
+    turn_ttl_s: float = 6 * 3600.0  # a minted credential's lifetime (a session can outlast it)
+
+    def __repr__(self) -> str:
+        credential = "<set>" if self.turn_credential else "<unset>"
+        secret = "<set>" if self.turn_secret else "<unset>"
+        return (
+            f"IceConfig(stun_urls={self.stun_urls!r}, turn_urls={self.turn_urls!r}, "
+            f"turn_username={self.turn_username!r}, turn_credential={credential}, "
+            f"turn_secret={secret}, turn_user={self.turn_user!r}, "
+            f"turn_ttl_s={self.turn_ttl_s!r})"
+        )
+
+    def validate(self) -> None:
+        for url in self.stun_urls:
+            if not _STUN_URL.fullmatch(url):
+                raise ValueError(f"stun_urls: {url!r} is not a stun:host[:port] URL")
+        for url in self.turn_urls:
+            if not _TURN_URL.fullmatch(url):
+                raise ValueError(
+                    f"turn_urls: {url!r} is not a turn(s):host[:port][?transport=udp|tcp] URL"
+                )
+        static = bool(self.turn_username or self.turn_credential)
+        if static and not (self.turn_username and self.turn_credential):
+            raise ValueError("turn_username and turn_credential go together")
+        if static and self.turn_secret:
+            raise ValueError("set either turn_secret (TURN REST) or a static TURN username")
+        if self.turn_urls and not (static or self.turn_secret):
+            raise ValueError("turn_urls need turn_secret or turn_username + turn_credential")
+        if (static or self.turn_secret) and not self.turn_urls:
+            raise ValueError("TURN credentials are set but turn_urls is empty")
+        if self.turn_secret and len(self.turn_secret) < MIN_TOKEN_CHARS:
+            raise ValueError(f"turn_secret must be >= {MIN_TOKEN_CHARS} characters")
+        if not self.turn_user or ":" in self.turn_user or not self.turn_user.isprintable():
+            raise ValueError("turn_user must be printable, non-empty and without ':'")
+        if self.turn_ttl_s <= 0:
+            raise ValueError("turn_ttl_s must be > 0")
+
+
+@dataclass(frozen=True)
+class BroadcastConfig:
+    """A room's encoded outputs (``streamer.broadcast``): RTMP pushes and mp4 recordings.
+
+    ``rtmp_urls``: pushed for every room from its start, ``{room}`` replaced by the room id
+    (``rtmp://live.example/app/{room}``); ``record``: every room is recorded into
+    ``record_dir``. More outputs per room through ``POST /rooms/{room}/outputs``. Stream keys
+    are secrets: ``repr`` shows how many URLs there are, never what they are."""
+
+    rtmp_urls: tuple[str, ...] = ()
+    record: bool = False
+    record_dir: str = "recordings"
+    max_outputs_per_room: int = 4
+    # What platforms ask for: H.264 at a constant-ish bitrate, a keyframe every 2 s, AAC.
+    video_kbps: int = 2500
+    audio_kbps: int = 128
+    audio_rate: Literal[44100, 48000] = 48000
+    keyframe_s: float = 2.0
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "veryfast"
+    encoder_threads: int = 2
+    # Frames waiting for an output (drop-oldest beyond, counted).
+    queue_frames: int = 50
+    # A far end that has not accepted the stream within connect_timeout_s, or that took
+    # nothing for stall_timeout_s, is dropped and tried again after a jittered back-off
+    # doubling from reconnect_min_s to reconnect_max_s, at most reconnect_attempts times in a
+    # row (a connection that lived reconnect_reset_s starts the count again).
+    connect_timeout_s: float = 5.0
+    stall_timeout_s: float = 5.0
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 30.0
+    reconnect_attempts: int = 20
+    reconnect_reset_s: float = 10.0
+    # Stop, room end and drain: how long an encoder gets to flush and write its trailer.
+    finish_timeout_s: float = 10.0
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{f.name}=<{len(self.rtmp_urls)} hidden>"
+            if f.name == "rtmp_urls"
+            else f"{f.name}={getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+        )
+        return f"BroadcastConfig({fields})"
+
+    def validate(self) -> None:
+        from streamer.broadcast.targets import OutputTargetError, check_rtmp_url, fill_template
+
+        for position, template in enumerate(self.rtmp_urls):
+            try:
+                check_rtmp_url(fill_template(template, "room"))
+            except OutputTargetError as exc:
+                raise ValueError(f"rtmp_urls[{position}]: {exc}") from None
+        positive = (
+            "video_kbps",
+            "audio_kbps",
+            "keyframe_s",
+            "encoder_threads",
+            "queue_frames",
+            "connect_timeout_s",
+            "stall_timeout_s",
+            "reconnect_min_s",
+            "reconnect_attempts",
+            "finish_timeout_s",
+            "max_outputs_per_room",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        if self.reconnect_reset_s < 0:
+            raise ValueError("reconnect_reset_s must be >= 0")
+        if len(self.rtmp_urls) + int(self.record) > self.max_outputs_per_room:
+            raise ValueError("more default outputs than max_outputs_per_room")
+        if not self.record_dir:
+            raise ValueError("record_dir must name a directory")
+
+
 @dataclass(frozen=True)
 class Config:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
@@ -263,6 +426,8 @@ class Config:
     render: RenderConfig = field(default_factory=RenderConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    broadcast: BroadcastConfig = field(default_factory=BroadcastConfig)
+    ice: IceConfig = field(default_factory=IceConfig)
 
 
 def load_config(
@@ -285,9 +450,13 @@ def load_config(
         if value is None:
             continue
         config = _set(config, key.split("."), value, prefix="")
-    config = dataclasses.replace(
-        config, auth=_auth_from_environment(config.auth, os.environ if environ is None else environ)
-    )
+    environ = os.environ if environ is None else environ
+    config = dataclasses.replace(config, auth=_auth_from_environment(config.auth, environ))
+    turn_secret = environ.get(TURN_SECRET_ENV, "").strip()
+    if turn_secret:
+        config = dataclasses.replace(
+            config, ice=dataclasses.replace(config.ice, turn_secret=turn_secret)
+        )
     _validate(config)
     return config
 

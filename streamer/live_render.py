@@ -19,7 +19,11 @@ be repeated: until a picture made after the reset is ready, frames show the last
 rendered of the avatar at rest (``at_rest``: head at the photo's pose, mouth closed, eyes open;
 a session starts at rest, so there is one), and a render still running from before the reset
 is thrown away. A frame with nothing it may show (the very first, or a barge-in before any
-rest picture) waits for its own picture, however long that takes.
+rest picture) waits for its own picture, however long that takes, unless the render stage
+offers an idle picture (``idle``: the neural path's photo, ``NeuralRenderStage.idle_picture``):
+then frames show it until the first picture is ready, and the renderer starts on its own
+thread, so a renderer far slower than real time (SadTalker's networks on a CPU) never holds
+up the session's frames and voice.
 
 Where the render runs. A thread of its own costs two more thread hand-overs per frame, and on
 a loaded machine every hand-over waits for a core: a renderer that needs a small part of a
@@ -88,6 +92,7 @@ class LiveRender:
         cpu_time: Callable[[], float] = time.thread_time,
         on_render: Callable[[float], None] | None = None,
         log_fields: Mapping[str, str] | None = None,
+        idle: np.ndarray | None = None,
     ) -> None:
         self._stage = stage
         self._clock = clock
@@ -118,6 +123,9 @@ class LiveRender:
         self.threaded = False  # the renderer runs on its own thread (see the module docstring)
         self.switches = 0
         self._since_switch = 0
+        if idle is not None:
+            self._last = self._rest = idle
+            self.threaded = True
 
     @property
     def stage(self) -> RenderStage:

@@ -149,13 +149,16 @@ class LiveSession:
         if renders:
             if len(stage_list) < 2:
                 raise ValueError("a rendering session needs motion stages and a render stage")
+            render_stage = stage_list.pop()
+            idle = getattr(render_stage, "idle_picture", None)
             self._render = LiveRender(
-                stage_list.pop(),
+                render_stage,
                 clock,
                 self.id,
                 render_executor,
                 on_render=observer.rendered if observer is not None else None,
                 log_fields=self._log_fields,
+                idle=idle() if callable(idle) else None,
             )
         self.pipeline: Pipeline[Any] = Pipeline(stage_list)  # the motion stages
         self._clock = clock
@@ -310,6 +313,13 @@ class LiveSession:
         stats["ingest"] = asdict(self.ingest.stats)
         stats["render_on_own_thread"] = bool(self._render is not None and self._render.threaded)
         stats["render_thread_switches"] = self._render.switches if self._render is not None else 0
+        if self._render is not None and self._render.repeated > self._render.rendered:
+            # More frames showed an earlier picture than got their own: the page says so.
+            fps = self._render.rendered / max(self.now(), 1e-3) if self._task else 0.0
+            stats["notice"] = (
+                f"the server renders slower than real time ({fps:.1f} pictures/s of 25): "
+                "the avatar moves in steps; a GPU or the mesh renderer makes it live"
+            )
         stats["pipeline_delay_frames"] = self.delay_frames
         stats["latency_ms_designed"] = round(self.latency_s * 1000.0, 1)
         elapsed = self.now() if self._task is not None else 0.0

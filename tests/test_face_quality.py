@@ -3,9 +3,10 @@
 The figures of ``msadtalker bench face`` (``streamer.bench.face``), asserted: the bundled
 avatar at 512 px through the offline pipeline, every frame's landmarks detected again.
 
-* the detected lip gap follows the commanded opening: with the head still, and with it
-  moving once the head angles are regressed out (the landmarker reads a nod as a change of
-  the gap, ~0.005 mouth widths per degree, which the rendered geometry does not have);
+* the detected lip gap follows the commanded opening (r >= 0.9): with the head still, and
+  with it moving, raw and with the head angles regressed out (the landmarker reads a nod as
+  a change of the gap, ~0.005 mouth widths per degree, which the rendered geometry does not
+  have); rounded and spread lips must read as the same opening as neutral ones;
 * held "ooo" is at least 15 % narrower than held "eee" (eSpeak NG);
 * the chin drops with the opening (at least 40 % of the lip gap's change);
 * outside the lower face, frames equal the source (SSIM >= 0.98), speaking with a still
@@ -86,7 +87,7 @@ def test_lip_gap_follows_the_opening_while_the_head_moves(setup: Setup) -> None:
     # With the landmarker's reading of the head angles regressed out (a nod reads as a
     # change of the gap, not in the rendered geometry): see ``streamer.bench.face``.
     assert face.gap_correlation(landmarks, commanded, width, pose) >= 0.9
-    assert face.gap_correlation(landmarks, commanded, width) > 0.8  # raw
+    assert face.gap_correlation(landmarks, commanded, width) >= 0.9  # raw
 
 
 @pytest.mark.skipif(not have_espeak(), reason="espeak-ng is not installed")

@@ -214,6 +214,27 @@ def test_mouth_width_control(renderer: MeshRenderer, finder: FaceFinder) -> None
     assert narrow < 0.9 * neutral < 0.9 * wide, (narrow, neutral, wide)  # "oo" vs rest, "ee"
 
 
+def test_a_rounded_opening_is_an_oval_that_reads_as_open(
+    renderer: MeshRenderer, finder: FaceFinder
+) -> None:
+    # Mesh: opened and rounded, the inner corners sit near the middle of the opening's
+    # height (an oval), not up by the upper lip as in the photo's smile (a "U").
+    rig = renderer.crop_view.rig
+
+    def corner_height(wide: float) -> float:
+        _, s = rig.frame.uv(rig.vertices(rotation_matrix(0, 0, 0), 1.0, wide, 0.0))
+        up, lo = s[tp.LIPS_UPPER_INNER[5]], s[tp.LIPS_LOWER_INNER[5]]
+        return float((s[list(tp.INNER_MOUTH_CORNERS)].mean() - up) / (lo - up))
+
+    rounded, neutral = corner_height(-1.0), corner_height(0.0)
+    assert 0.35 < rounded < 0.65 and rounded > neutral + 0.1, (rounded, neutral)
+    # Pictures: the landmarker reads a rounded opening as about as open as a neutral one.
+    for o in (0.3, 0.6, 0.9):
+        gap_round = tp.lip_gap(_detect(finder, renderer.render(mouth_open=o, mouth_wide=-1.0)))
+        gap_neutral = tp.lip_gap(_detect(finder, renderer.render(mouth_open=o)))
+        assert gap_round > 0.85 * gap_neutral, (o, gap_round, gap_neutral)
+
+
 def test_rounding_pushes_the_lips_forward_and_spares_the_nose(renderer: MeshRenderer) -> None:
     rig = renderer.crop_view.rig
     lips = list(tp.LIPS_UPPER_OUTER + tp.LIPS_LOWER_OUTER)

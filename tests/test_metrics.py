@@ -24,6 +24,7 @@ from streamer.clock import VirtualClock
 from streamer.config import Config, ServerConfig
 from streamer.io.webrtc_client import LoopbackClient
 from streamer.server.app import make_app
+from streamer.server.ids import parse_id
 from streamer.server.metrics import ServerMetrics, cluster_exposition
 from streamer.server.state import STATE, ServerState
 from streamer.session import LiveSession
@@ -330,8 +331,8 @@ async def test_one_scrape_shows_both_workers(workers: Workers) -> None:
                 )
                 clients.append(client)
                 await client.connect(http)
-            owners = sorted(c.session_id.split("-", 1)[0] for c in clients)
-            assert owners == ["w0", "w1"]
+            owners = [parse_id(c.session_id).worker for c in clients]
+            assert sorted(w for w in owners if w is not None) == [0, 1], owners
             await eventually(lambda: all(len(c.video) >= 5 for c in clients), "frames at both")
             for _ in range(4):  # whichever worker the connection lands on
                 async with aiohttp.ClientSession(

@@ -131,6 +131,6 @@ def test_serve_builds_its_stages_with_the_live_lookahead(
     ((seen, lookahead),) = asked
     assert (seen.pipeline.lookahead_ms, seen.server.lookahead_ms, lookahead) == (80, 0, 0)
     (stages,) = built
-    assert Pipeline(stages).delay_frames == 1  # the features' frame alone: causal silence
+    assert Pipeline(stages).delay_frames == 0  # causal feature windows and silence
     offline = build_motion_stages(seen)  # no lookahead given: the offline key, 80 ms
     assert Pipeline(offline).delay_frames == 3

@@ -32,6 +32,7 @@ from streamer.io.trace import read_trace
 from streamer.io.webrtc_client import LoopbackClient
 from streamer.server.auth import mint_room_token
 from streamer.server.cluster import CREDENTIAL_HEADER, HOP_HEADER, WORKER_HEADER
+from streamer.server.ids import parse_id
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -109,7 +110,12 @@ class Serve:
 
 @pytest.fixture(scope="module")
 def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
-    server = Serve(tmp_path_factory.mktemp("serve") / "serve.log", "--workers", "2")
+    # Every offer of this module comes from 127.0.0.1: the per-client offer budget is
+    # tested elsewhere (test_server_limits.py) and must not turn these into 429s.
+    folder = tmp_path_factory.mktemp("serve")
+    config = folder / "serve.toml"
+    config.write_text("[server]\noffers_per_minute = 600\noffers_burst = 200\n")
+    server = Serve(folder / "serve.log", "--workers", "2", "--config", str(config))
     yield server
     assert server.stop() == 0, server.log()
 
@@ -139,9 +145,9 @@ def speech() -> np.ndarray:
 
 
 def owner(some_id: str) -> int:
-    match = re.match(r"^w(\d+)-", some_id)
-    assert match is not None, some_id
-    return int(match.group(1))
+    worker = parse_id(some_id).worker
+    assert worker is not None, some_id
+    return worker
 
 
 async def frames_arrive(client: LoopbackClient, count: int, timeout_s: float = 20.0) -> None:

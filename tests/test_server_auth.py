@@ -26,6 +26,7 @@ from streamer.server.access import encode_credential
 from streamer.server.app import make_app
 from streamer.server.auth import Authenticator, Credential, mint_room_token
 from streamer.server.cluster import CREDENTIAL_HEADER, HOP_HEADER, Cluster
+from streamer.server.ids import parse_id
 from streamer.server.offers import OfferError, parse_offer
 from streamer.server.rooms import RoomRegistry
 from streamer.server.run import check_exposure
@@ -416,7 +417,7 @@ async def test_the_internal_port_answers_only_the_workers(sdp: dict[str, str]) -
         body = {"type": "offer", "sdp": sdp["publisher"]}
         created = await answer(await client.post("/offer", json=body, headers=hop_headers))
         sid = created["session_id"]
-        assert sid.startswith("w0-")
+        assert parse_id(sid).worker == 0
         await answer(await client.get(f"/sessions/{sid}", headers=hop_headers))
         stranger = {
             **hop_headers,

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 from aiortc import RTCPeerConnection
+from aiortc.exceptions import InvalidStateError
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RtpPacket
 from live_fakes import FakeRenderStage
@@ -21,6 +22,8 @@ from streamer.fanout import FanOut
 from streamer.io.aiortc_workarounds import (
     ImmediateAudioBuffer,
     MarkerVideoBuffer,
+    PeerConnection,
+    finds_private_connect,
     remote_receives,
     resolve_loopback_mode,
     sends_opus,
@@ -208,6 +211,25 @@ async def test_every_reach_into_aiortc_internals_finds_its_target(
         assert isinstance(buffers["audio"], ImmediateAudioBuffer)
         assert isinstance(buffers["video"], MarkerVideoBuffer)
         assert not [r for r in caplog.records if "internals changed" in r.getMessage()]
+        assert finds_private_connect()
     finally:
         await pc.close()
         await listen_only.close()
+
+
+async def test_a_connect_step_cut_short_by_close_ends_quietly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiortc's un-awaited connect step raising because the connection closed under it is
+    swallowed (it was logged as an ERROR by asyncio); the same error on an open connection,
+    a real failure, still raises."""
+
+    async def cut_short(self: RTCPeerConnection) -> None:
+        raise InvalidStateError("RTCIceTransport is closed")
+
+    monkeypatch.setattr(RTCPeerConnection, "_RTCPeerConnection__connect", cut_short)
+    pc = PeerConnection()
+    with pytest.raises(InvalidStateError):
+        await pc._RTCPeerConnection__connect()
+    await pc.close()
+    await pc._RTCPeerConnection__connect()

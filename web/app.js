@@ -11,6 +11,7 @@
   const $ = (id) => document.getElementById(id);
   const params = new URLSearchParams(location.search);
   const video = $("avatar");
+  const bench = window.msadtalkerBench || null;
 
   // The token leaves the address bar (history, bookmarks, screen shares) at once.
   let token = params.get("token");
@@ -51,6 +52,11 @@
     fps: 0,
     latencyMs: null,
     server: null,
+    notice: null,
+    ended: null, // why the last session ended, when it was not this page's own Stop
+    listening: false,
+    retryDelayMs: null, // the wait before the next reconnection attempt (back-off)
+    pollDelayMs: null, // the wait before the next figures request (back-off on failures)
     // Current video frame as a PNG data URL (tests read pixels through this).
     grab() {
       if (!video.videoWidth) return null;
@@ -66,7 +72,34 @@
   let pc = null;
   let mic = null;
   let pollTimer = null;
+  let watchTimer = null;
+  let retryTimer = null;
+  let retries = 0; // reconnection attempts since the last good session (back-off)
+  let pollFailures = 0;
+  let lastFrameAt = 0; // page clock of the last presented frame
+  let hiddenSince = null;
   const presentedAt = [];
+  const held = []; // [page ms, ms a frame waited in this browser: received -> presented]
+  const POLL_MS = 500;
+  const MIC_PTIME_MS = params.has("ptime") ? Number(params.get("ptime")) : 10;
+  const STALL_MS = 1000; // no frame for this long while visible: the page says so
+  const RETRY_MS = [1000, 2000, 4000, 8000, 15000];
+  // Endings worth a new try (the server went away or restarted, the network failed); the
+  // others (idle, too long, the audio ended) need the person.
+  const RETRIED = new Set(["drain", "vanished", "connection_failed", "connection_closed",
+    "room_closed", "unreachable", "closed"]);
+
+  // The publisher's own voice comes back ~150 ms late, which makes people stumble: off by
+  // default, with a control to listen. Viewers hear it (in sync with the lips).
+  state.listening = role !== "publisher" || params.get("listen") === "1";
+  video.muted = !state.listening;
+  function showListening() {
+    const button = $("listen");
+    if (!button) return;
+    button.setAttribute("aria-pressed", String(state.listening));
+    button.textContent = state.listening ? "Mute voice" : "Listen";
+  }
+  showListening();
 
   if ($("room-name")) $("room-name").textContent = state.room || "?";
 
@@ -75,6 +108,16 @@
     const el = $("status");
     el.textContent = text;
     el.dataset.state = text.startsWith("error") ? "error" : text;
+  }
+
+  // Something the person should know that is not (yet) an error: a silent microphone, a
+  // stalled video, a renderer slower than real time.
+  function showNotice(text) {
+    state.notice = text || null;
+    const el = $("notice");
+    if (!el) return;
+    el.textContent = text || "";
+    el.hidden = !text;
   }
 
   function showError(text) {
@@ -95,13 +138,23 @@
     analyser.fftSize = 1024;
     context.createMediaStreamSource(stream).connect(analyser);
     const samples = new Float32Array(analyser.fftSize);
-    meter = { context, running: true };
+    meter = { context, running: true, heardAt: performance.now(), warned: false };
     const draw = () => {
       if (!meter || !meter.running) return;
       analyser.getFloatTimeDomainData(samples);
       let sum = 0;
       for (const v of samples) sum += v * v;
       const db = 10 * Math.log10(sum / samples.length + 1e-10);
+      // Digital silence for 3 s: a muted or wrong input, not a quiet room.
+      const now = performance.now();
+      if (db > -90) {
+        meter.heardAt = now;
+        if (meter.warned) showNotice(null);
+        meter.warned = false;
+      } else if (now - meter.heardAt > 3000 && !meter.warned) {
+        meter.warned = true;
+        showNotice("the microphone delivers silence: is it muted, or the wrong input?");
+      }
       // -60 dBFS .. -10 dBFS across the bar.
       bar.style.width = `${Math.max(0, Math.min(100, ((db + 60) / 50) * 100))}%`;
       requestAnimationFrame(draw);
@@ -138,10 +191,18 @@
     });
   }
 
+  let counting = false;
   function countFrames() {
-    if (!("requestVideoFrameCallback" in HTMLVideoElement.prototype)) return;
-    const onFrame = (now) => {
+    if (counting || !("requestVideoFrameCallback" in HTMLVideoElement.prototype)) return;
+    counting = true;
+    const onFrame = (now, metadata) => {
       state.framesPresented += 1;
+      lastFrameAt = performance.now();
+      if (metadata && metadata.receiveTime) {
+        held.push([now, metadata.expectedDisplayTime - metadata.receiveTime]);
+        while (held.length && now - held[0][0] > 2000) held.shift();
+      }
+      if (bench) bench.frame(video, metadata);
       presentedAt.push(now);
       while (presentedAt.length && now - presentedAt[0] > 2000) presentedAt.shift();
       if (presentedAt.length > 1) {
@@ -152,8 +213,53 @@
     video.requestVideoFrameCallback(onFrame);
   }
 
+  // The answer with the `kind` section's media stream renamed: Chromium lines up (A/V sync)
+  // only the tracks of one stream.
+  function ownSyncGroup(sdp, kind, stream) {
+    let inKind = false;
+    return sdp.split("\r\n").map((line) => {
+      if (line.startsWith("m=")) inKind = line.startsWith(`m=${kind} `);
+      if (!inKind) return line;
+      if (line.startsWith("a=msid:")) return line.replace(/^a=msid:\S+/, `a=msid:${stream}`);
+      return line.replace(/^(a=ssrc:\d+ msid:)\S+/, `$1${stream}`);
+    }).join("\r\n");
+  }
+
+  async function iceServers() {
+    // The server's STUN/TURN servers (GET /ice-servers): TURN credentials are short-lived,
+    // so they are asked for at every start, never stored.
+    const response = await fetch("/ice-servers", { headers: authorized() });
+    const answer = await response.json();
+    if (response.status === 401 || response.status === 403) {
+      throw askForToken(answer.error || response.statusText);
+    }
+    if (!response.ok) throw new Error(answer.error || response.statusText);
+    return answer.iceServers;
+  }
+
+  // The answer with `a=ptime` in the `kind` section: the packet length this browser sends.
+  function withPtime(sdp, kind, ms) {
+    if (!ms) return sdp;
+    let inKind = false;
+    let done = false;
+    const out = [];
+    for (const line of sdp.split("\r\n")) {
+      if (line.startsWith("m=")) inKind = line.startsWith(`m=${kind} `);
+      if (inKind && line.startsWith("a=ptime:")) continue;
+      if (inKind && !done && line.startsWith("a=")) {
+        out.push(`a=ptime:${ms}`);
+        done = true;
+      }
+      out.push(line);
+    }
+    return out.join("\r\n");
+  }
+
   async function start() {
+    if (retryTimer) clearTimeout(retryTimer);
+    retryTimer = null;
     $("start").disabled = true;
+    $("stop").disabled = false; // Stop also cancels a connection attempt or a retry
     state.error = null;
     showError(null);
     setStatus("connecting");
@@ -161,11 +267,12 @@
       if (role === "viewer" && !state.room) throw new Error("no room in the address (?room=ID)");
       const typed = $("token") ? $("token").value.trim() : "";
       if (typed) token = typed;
-      pc = new RTCPeerConnection({ iceServers: [] });
+      pc = new RTCPeerConnection({ iceServers: await iceServers() });
+      if (bench) bench.pc = pc;
       const remote = new MediaStream();
       pc.addEventListener("track", (event) => {
         // Show frames as soon as they are decoded: the server paces the video already, and
-        // voice and lips travel in the same frames (the browser still syncs the two).
+        // voice and lips travel in the same frames (a viewer's browser still syncs the two).
         try {
           if ("jitterBufferTarget" in event.receiver) event.receiver.jitterBufferTarget = 0;
           else if ("playoutDelayHint" in event.receiver) event.receiver.playoutDelayHint = 0;
@@ -175,19 +282,26 @@
         remote.addTrack(event.track);
         video.srcObject = remote;
       });
+      const connection = pc;
       pc.addEventListener("connectionstatechange", () => {
-        const s = pc && pc.connectionState;
+        if (connection !== pc) return;
+        const s = pc.connectionState;
         if (s === "connected") {
           setStatus("live");
           document.querySelector(".stage").classList.add("live");
-        } else if (s === "failed" || s === "closed") {
-          stop(s);
+          lastFrameAt = performance.now();
+          retries = 0;
+        } else if (s === "disconnected") {
+          showNotice("the connection to the server is interrupted: waiting for it to come back");
+        } else if (s === "failed") {
+          end("connection_failed", "the connection to the server failed");
         }
       });
       if (role === "publisher") {
-        mic = await navigator.mediaDevices.getUserMedia({
-          audio: { echoCancellation: true, noiseSuppression: false, autoGainControl: true },
-          video: false,
+        // The latency bench's page-generated microphone (web/bench.js, ?bench=1 only).
+        mic = bench ? bench.micStream() : await openMicrophone();
+        mic.getAudioTracks()[0].addEventListener("ended", () => {
+          if (mic) end("mic_ended", "the microphone was disconnected");
         });
         pc.addTransceiver(mic.getAudioTracks()[0], { direction: "sendrecv" });
         watchMic(mic);
@@ -199,7 +313,9 @@
       await waitForIce(pc, 3000);
       const body = { sdp: pc.localDescription.sdp, type: "offer", role };
       if (state.room) body.room = state.room;
-      const response = await fetch("/offer", {
+      // The room in the URL too: a load balancer routes viewers to the room's instance by it.
+      const offerUrl = state.room ? `/offer?room=${encodeURIComponent(state.room)}` : "/offer";
+      const response = await fetch(offerUrl, {
         method: "POST",
         headers: authorized({ "Content-Type": "application/json" }),
         body: JSON.stringify(body),
@@ -212,7 +328,20 @@
       if ($("token-box")) $("token-box").hidden = true;
       state.sessionId = answer.session_id;
       state.room = answer.room;
-      await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+      // The publisher's returned voice is only for listening to oneself (off by default):
+      // out of the lips' sync group, so that Chromium does not hold the avatar's video back
+      // to line it up with the audio's receive buffer. Viewers keep both in one group.
+      // And its mic in 10 ms Opus packets: the packet that completes a 40 ms frame arrives
+      // 5 ms sooner on average (the server makes a frame once its audio is in).
+      // (?sync=1, ?ptime=20, ?playout=0: the bench's before/after of each of these.)
+      let sdp = answer.sdp;
+      if (role === "publisher") {
+        if (params.get("sync") !== "1") sdp = ownSyncGroup(sdp, "audio", "msadtalker-voice");
+        sdp = withPtime(sdp, "audio", MIC_PTIME_MS);
+      }
+      if (params.get("playout") === "0") sdp = sdp.replace(/a=extmap:\d+ \S+playout-delay\r\n/g, "");
+      await pc.setRemoteDescription({ type: "answer", sdp });
+      watchServerClose(connection);
       if (role === "publisher") {
         // The server's link: with a viewer token for this room when it mints them, never
         // this page's own (publisher) token.
@@ -222,58 +351,208 @@
         $("share").hidden = false;
         $("interrupt").disabled = false;
       }
-      $("stop").disabled = false;
       countFrames();
-      pollTimer = setInterval(poll, 500);
+      pollFailures = 0;
+      pollTimer = setTimeout(poll, POLL_MS);
+      watchTimer = setInterval(watchVideo, 250);
     } catch (err) {
-      state.error = String((err && err.message) || err);
-      setStatus("error");
-      showError(state.error);
+      const message = String((err && err.message) || err);
       await stop("error");
+      if (retries > 0 && !/token/.test(message)) {
+        // A retry after the session ended: the server (or the room) is not back yet.
+        showError(`not connected: ${message}`);
+        scheduleRetry();
+      } else {
+        state.error = message;
+        setStatus("error");
+        showError(state.error);
+      }
     }
   }
 
+  async function openMicrophone() {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      throw new Error("this browser gives no microphone here (the page needs https or localhost)");
+    }
+    try {
+      return await navigator.mediaDevices.getUserMedia({
+        audio: { echoCancellation: true, noiseSuppression: false, autoGainControl: true },
+        video: false,
+      });
+    } catch (err) {
+      const name = err && err.name;
+      if (name === "NotAllowedError" || name === "SecurityError") {
+        throw new Error("the microphone is blocked: allow it for this site (address bar) and press Start");
+      }
+      if (name === "NotFoundError" || name === "OverconstrainedError") {
+        throw new Error("no microphone found: connect one and press Start");
+      }
+      if (name === "NotReadableError") {
+        throw new Error("the microphone is in use by another program or failed to start");
+      }
+      throw err;
+    }
+  }
+
+  // The server's own close (shutdown, or it dropped the session) reaches the browser as the
+  // DTLS close of the media transport: the page ends at once, then asks why.
+  function watchServerClose(connection) {
+    const receiver = connection.getReceivers()[0];
+    const transport = receiver && receiver.transport;
+    if (!transport) return;
+    transport.addEventListener("statechange", () => {
+      if (connection !== pc) return;
+      if (transport.state === "closed" || transport.state === "failed") {
+        end("closed", "the server closed the session");
+      }
+    });
+  }
+
+  // No frame for STALL_MS while the tab is visible: say so (network pause, server stalled or
+  // gone), and ask the server at once rather than at the next poll.
+  function watchVideo() {
+    if (!pc || state.status !== "live" && state.status !== "stalled") return;
+    const now = performance.now();
+    if (document.hidden) {
+      if (hiddenSince === null) hiddenSince = now;
+      return;
+    }
+    if (hiddenSince !== null) {
+      // Back from the background: rVFC did not run meanwhile, so that was no stall.
+      const away = (now - hiddenSince) / 1000;
+      hiddenSince = null;
+      lastFrameAt = now;
+      if (away > 2) showNotice(`the tab was in the background for ${away.toFixed(0)} s`);
+      return;
+    }
+    const silentFor = now - lastFrameAt;
+    if (silentFor > STALL_MS) {
+      if (state.status === "live") {
+        setStatus("stalled");
+        if (pollTimer) clearTimeout(pollTimer);
+        pollTimer = setTimeout(poll, 0);
+      }
+      showNotice(`no video from the server for ${(silentFor / 1000).toFixed(1)} s`);
+    } else if (state.status === "stalled") {
+      setStatus("live");
+      showNotice(null);
+    }
+  }
+
+  // The session is over without this page's Stop: show it and why, then try again later
+  // when the cause may pass (the server restarting, the network).
+  async function end(reason, sentence) {
+    if (!pc && !state.sessionId) return;
+    const id = state.sessionId;
+    await stop(reason);
+    state.ended = reason;
+    setStatus("ended");
+    showNotice(null);
+    showError(`session ended: ${sentence}`);
+    if (id && reason === "closed") {
+      // The server kept why it ended the session (410): for the person, one short request.
+      try {
+        const response = await fetch(`/sessions/${id}`, { headers: authorized() });
+        const body = await response.json();
+        if (response.status === 410 && body.ended) {
+          reason = body.ended;
+          state.ended = reason;
+          showError(body.error);
+        }
+      } catch (err) {
+        reason = "unreachable";
+      }
+    }
+    if (RETRIED.has(reason)) scheduleRetry();
+  }
+
+  function scheduleRetry() {
+    const delay = RETRY_MS[Math.min(retries, RETRY_MS.length - 1)];
+    retries += 1;
+    state.retryDelayMs = delay;
+    setStatus("waiting");
+    $("stop").disabled = false;
+    showNotice(`trying again in ${Math.round(delay / 1000)} s`);
+    retryTimer = setTimeout(() => {
+      retryTimer = null;
+      showNotice(null);
+      start();
+    }, delay);
+  }
+
+  // The session's figures, every POLL_MS; after a failed request the next waits twice as
+  // long (up to 8 s), so a server that is gone is not asked (and the console not filled)
+  // twice a second.
   async function poll() {
+    pollTimer = null;
     if (!pc || !state.sessionId) return;
+    const id = state.sessionId;
     let rtt = 0;
-    let jitterBuffer = 0;
+    let response = null;
     try {
       const stats = await pc.getStats();
       stats.forEach((report) => {
         if (report.type === "candidate-pair" && report.nominated && report.currentRoundTripTime) {
           rtt = report.currentRoundTripTime;
         }
-        if (report.type === "inbound-rtp" && report.kind === "video" && report.jitterBufferEmittedCount) {
-          jitterBuffer = report.jitterBufferDelay / report.jitterBufferEmittedCount;
-        }
       });
-      const response = await fetch(`/sessions/${state.sessionId}`, { headers: authorized() });
-      if (!response.ok) return;
-      state.server = await response.json();
+      response = await fetch(`/sessions/${id}`, { headers: authorized() });
     } catch (err) {
+      response = null;
+    }
+    if (id !== state.sessionId) return;
+    if (response && (response.status === 410 || response.status === 404)) {
+      const body = await response.json().catch(() => ({}));
+      if (body.ended) state.ended = body.ended;
+      end(body.ended || "closed", (body.error || "the server no longer knows it").replace(/^session '[^']*' ended: /, ""));
       return;
     }
-    const s = state.server.session;
-    // Mic sample -> mouth on screen: the server's designed delay (frame + lookahead), its
-    // processing (motion + render), the network round trip (mic up, video down) and this
-    // browser's video jitter buffer.
-    const processing = s.step_ms_p50 + (s.render_ms_p50 || 0);
-    const network = 1000 * (rtt + jitterBuffer);
-    state.latencyMs = Math.round(s.latency_ms_designed + processing + network);
-    show("latency", `${state.latencyMs} ms`);
-    show("latency-detail", `pipeline ${Math.round(s.latency_ms_designed)} · work ${Math.round(processing)} · net ${Math.round(network)}`);
+    if (!response || !response.ok) {
+      pollFailures += 1;
+      if (!response && state.status === "stalled") {
+        showNotice(`no video for ${((performance.now() - lastFrameAt) / 1000).toFixed(1)} s and the server does not answer`);
+      }
+      state.pollDelayMs = Math.min(8000, POLL_MS * 2 ** pollFailures);
+      pollTimer = setTimeout(poll, state.pollDelayMs);
+      return;
+    }
+    pollFailures = 0;
+    state.pollDelayMs = POLL_MS;
+    pollTimer = setTimeout(poll, POLL_MS);
+    state.server = await response.json();
+    showFigures(state.server.session, rtt);
+  }
+
+  function showFigures(s, rtt) {
+    // An estimate of mic sample -> mouth on this screen, from its parts: the server's
+    // designed delay (the rest of the frame + lookahead), its work (motion + render), the
+    // network round trip (mic up, video down) and how long this browser held each frame
+    // between receiving and showing it (requestVideoFrameCallback). The latency bench
+    // measures the real thing (`msadtalker bench latency --browser`).
+    const work = s.step_ms_p50 + (s.render_ms_p50 || 0);
+    const holdMs = held.length ? held.reduce((a, h) => a + h[1], 0) / held.length : 0;
+    const network = 1000 * rtt;
+    state.latencyMs = Math.round(s.latency_ms_designed + work + network + holdMs);
+    show("latency", `≈ ${state.latencyMs} ms`);
+    show("latency-detail", `design ${Math.round(s.latency_ms_designed)} · work ${Math.round(work)} · net ${Math.round(network)} · browser ${Math.round(holdMs)}`);
     show("fps", state.fps ? state.fps.toFixed(1) : `${s.fps}`);
     show("fps-detail", `server ${s.fps.toFixed(1)}`);
-    const voice = s.silent ? "silent" : "speaking";
+    // One quantity for the word and the bar: the silence weight (0 = at rest .. 1 = full
+    // head motion), which is what the viewer sees; the per-frame "lips still" call would
+    // contradict the bar while the weight eases in and out.
+    const weight = Math.max(0, Math.min(1, s.silence_weight));
+    const voice = weight >= 0.5 ? "speaking" : weight > 0 ? "settling" : "silent";
     show("silence", voice);
-    const weight = $("weight");
-    if (weight) weight.style.width = `${Math.round(100 * s.silence_weight)}%`;
+    show("silence-detail", `head motion ${Math.round(100 * weight)} %`);
+    const bar = $("weight");
+    if (bar) bar.style.width = `${Math.round(100 * weight)}%`;
     const badge = $("badge");
     if (badge) {
       badge.hidden = false;
       badge.dataset.voice = voice;
       badge.textContent = voice;
     }
+    if (s.notice) showNotice(s.notice);
     const share = s.frames_out ? (100 * s.dropped_frames) / s.frames_out : 0;
     show("dropped", `${s.dropped_frames}`);
     show("dropped-detail", `${share.toFixed(1)} % of ${s.frames_out} frames`);
@@ -294,11 +573,19 @@
   }
 
   async function stop(reason) {
-    if (pollTimer) clearInterval(pollTimer);
+    if (pollTimer) clearTimeout(pollTimer);
     pollTimer = null;
+    if (watchTimer) clearInterval(watchTimer);
+    watchTimer = null;
+    if (retryTimer && reason === "user") {
+      clearTimeout(retryTimer);
+      retryTimer = null;
+      showNotice(null);
+    }
+    if (reason === "user") retries = 0;
     const id = state.sessionId;
     state.sessionId = null;
-    if (id && reason !== "closed" && reason !== "failed") {
+    if (id && reason !== "closed" && reason !== "connection_failed") {
       fetch(`/sessions/${id}`, { method: "DELETE", headers: authorized() }).catch(() => {});
     }
     if (mic) mic.getTracks().forEach((t) => t.stop());
@@ -312,10 +599,26 @@
     $("stop").disabled = true;
     if ($("interrupt")) $("interrupt").disabled = true;
     if (!state.error) setStatus(reason && reason !== "user" ? reason : "idle");
+    if (reason === "user") {
+      state.ended = null;
+      showError(null);
+    }
+    if (retryTimer) $("stop").disabled = false;
     if ($("share")) $("share").hidden = true;
   }
 
-  $("start").addEventListener("click", start);
+  $("start").addEventListener("click", () => {
+    retries = 0;
+    start();
+  });
+  if ($("listen")) {
+    $("listen").addEventListener("click", () => {
+      state.listening = !state.listening;
+      video.muted = !state.listening;
+      if (state.listening) video.play().catch(() => {});
+      showListening();
+    });
+  }
   $("stop").addEventListener("click", () => stop("user"));
   if ($("interrupt")) {
     $("interrupt").addEventListener("click", interrupt);

@@ -13,9 +13,18 @@ mouth's centre, ``sm`` down, ``half`` = half the rest mouth width).
   half their width and pull back a little.
 * ``round`` (mouth_wide = -1, "oo", "oh", "w"): the lips gather toward the middle by
   ``ROUND_FRAC`` of half their width, the cheeks beside them follow with a falloff, the lips
-  evert (more red shows above and below, the lip line parts in the middle into a small
-  round opening) and push forward by ``PROTRUDE_FRAC`` of the mouth width. The falloff is
-  steep above the upper lip, so the nose does not narrow with the mouth.
+  evert (more red shows above and below) and push forward by ``PROTRUDE_FRAC`` of the mouth
+  width. The opening becomes an oval, not the photo's smile squeezed into a deep "U": the
+  corners come down (``ROUND_CORNER_DROP``: the smile relaxes), the upper lip arches up in
+  the middle while the lower one parts down (``ROUND_GAP_FRAC``), and toward the corners
+  the inner contours close on each other (``ROUND_CLOSE``: the lips thicken there and the
+  upper teeth hide at the sides). The falloff is steep above the upper lip, so the nose
+  does not narrow with the mouth.
+* ``rounded jaw`` (weighted by mouth_open x rounding): how rounding changes the jaw drop.
+  Opened wide, a rounded mouth stays an oval: the corners follow the lower lip further
+  (``ROUND_JAW_CORNER`` of the drop instead of ``JAW_CORNER``), the upper lip arches
+  (``ROUND_JAW_LIFT``) and the lips gather a little less (``ROUND_JAW_WIDEN``: an open "oh"
+  is wider than a closed "oo").
 * ``blink``: the upper lid's lash line travels 80 % of the lid opening and the lower one
   20 %, so they meet; the rings above and below follow partly.
 
@@ -31,9 +40,18 @@ from msadtalker.avatar import topology as tp
 from msadtalker.mesh.face_frame import FaceFrame
 
 OPEN_FRAC = 0.30  # lip gap added at mouth_open = 1, as a fraction of the mouth width
+JAW_CORNER = 0.35  # share of the jaw drop taken by the mouth corners
+JAW_LIFT = 0.12  # upper lip's lift in the middle, share of the jaw drop
+ROUND_JAW_CORNER = 0.5  # the same two for a rounded mouth (mouth_wide = -1)
+ROUND_JAW_LIFT = 0.2
+ROUND_JAW_WIDEN = 0.1  # a rounded mouth opened wide gathers less: corners travel back by this
 SPREAD_FRAC = 0.16  # mouth-corner travel at mouth_wide = +1, fraction of half the width
 ROUND_FRAC = 0.40  # mouth-corner travel at mouth_wide = -1, fraction of half the width
 ROUND_GAP_FRAC = 0.03  # lip parting in the middle at mouth_wide = -1, fraction of the width
+ROUND_ARCH_SHARE = 0.5  # share of that parting taken by the upper lip arching up
+ROUND_CORNER_DROP = 0.05  # mouth corners come down by this at mouth_wide = -1, of the width
+ROUND_CLOSE = 0.5  # toward the corners the inner lips close this share of their rest gap
+ROUND_CLOSE_UPPER = 0.35  # share of that closing done by the upper lip (the rest: the lower)
 EVERT_FRAC = 0.035  # outer lip contours move apart by this (each), fraction of the width
 PROTRUDE_FRAC = 0.12  # lips move toward the viewer by this, fraction of the width
 
@@ -90,15 +108,17 @@ def jaw_basis(
     frame: FaceFrame,
     mouth_width: float,
     upper_jaw: np.ndarray,
+    corner: float = JAW_CORNER,
+    lift: float = JAW_LIFT,
+    corner_power: float = 4.0,
 ) -> np.ndarray:
     """Jaw-drop displacement at mouth_open = 1 (see the module docstring).
 
     Membership m (share of the full drop) as a smooth field in mouth coordinates: lower lip 1
     in the middle tapering to ``corner`` at the corners; chin and jaw 1, tapering toward the
-    jaw angles; cheeks above the corner line little; upper lip lifts slightly in the middle
-    and follows the corners near them.
+    jaw angles; cheeks above the corner line little; upper lip lifts by ``lift`` in the
+    middle and follows the corners near them (``corner_power``: how close to the corners).
     """
-    corner = 0.35
     um, sm, half = mouth_coords(lm, frame, u, s)
     r = np.clip(np.abs(um) / half, 0.0, 1.0)
     split = 0.5 * (
@@ -115,11 +135,42 @@ def jaw_basis(
     lower = span & (sm > split)
     m = np.where(lower, np.maximum(corner + (1.0 - corner) * (1.0 - r * r), m), m)
     upper = span & (sm <= split) & (sm >= top - 0.08 * half)
-    m = np.where(upper, -0.12 * (1.0 - r * r) + corner * r**4, m)
+    upper_lip = -lift * (1.0 - r * r) + corner * r**corner_power
+    m = np.where(upper, upper_lip, m)
     m[list(tp.MOUTH_CORNERS + tp.INNER_MOUTH_CORNERS)] = corner
     # Teeth-edge vertices belong to the upper jaw: they move as the upper lip above them.
-    m[upper_jaw] = (-0.12 * (1.0 - r * r) + corner * r**4)[upper_jaw]
+    m[upper_jaw] = upper_lip[upper_jaw]
     return _lift(OPEN_FRAC * mouth_width * m[:, None] * frame.down[None, :])
+
+
+def rounded_jaw_basis(
+    lm: np.ndarray,
+    u: np.ndarray,
+    s: np.ndarray,
+    frame: FaceFrame,
+    mouth_width: float,
+    upper_jaw: np.ndarray,
+) -> np.ndarray:
+    """What rounding adds to the jaw drop at mouth_open = 1, mouth_wide = -1 (the rig weighs
+    it by their product; see the module docstring): the jaw drop with the rounded corner and
+    upper-lip shares, minus the plain one, and the corners' way back out."""
+    plain = jaw_basis(lm, u, s, frame, mouth_width, upper_jaw)
+    rounded = jaw_basis(
+        lm,
+        u,
+        s,
+        frame,
+        mouth_width,
+        upper_jaw,
+        corner=ROUND_JAW_CORNER,
+        lift=ROUND_JAW_LIFT,
+        corner_power=2.0,
+    )
+    um, sm, half = mouth_coords(lm, frame, u, s)
+    band, _, _ = _lip_band(lm, frame, um, sm, half)
+    widen = ROUND_JAW_WIDEN * _gather(um, half, reach=1.2) * band
+    out: np.ndarray = rounded - plain + _lift(widen[:, None] * frame.e[None, :])
+    return out
 
 
 def _lip_band(
@@ -152,27 +203,71 @@ def spread_basis(
 
 
 def round_basis(
-    lm: np.ndarray, u: np.ndarray, s: np.ndarray, frame: FaceFrame, mouth_width: float
+    lm: np.ndarray,
+    u: np.ndarray,
+    s: np.ndarray,
+    frame: FaceFrame,
+    mouth_width: float,
 ) -> np.ndarray:
+    """Rounded, protruded lips at mouth_wide = -1 (see the module docstring): the opening
+    becomes an oval. Each of the four lip contours gets its own vertical travel across the
+    mouth; a vertex takes the travel of the contours around it, by where it lies between
+    them, and the band and ``_near`` fade it out into the skin. Between the inner contours
+    (the photo's teeth edge) a vertex follows the upper lip and rises with the lower one
+    where the corners close: the teeth hide under the lips at the sides."""
     um, sm, half = mouth_coords(lm, frame, u, s)
-    band, split, middle = _lip_band(lm, frame, um, sm, half)
+    band, _, middle = _lip_band(lm, frame, um, sm, half)
     top = contour(lm, tp.LIPS_UPPER_OUTER, frame, um)
     bottom = contour(lm, tp.LIPS_LOWER_OUTER, frame, um)
-    lateral = -ROUND_FRAC * _gather(um, half, reach=1.2) * band
-    # Vertical: each lip moves away from the split line, most in the middle: the lip line
-    # parts (ROUND_GAP_FRAC) and the outer contours evert (EVERT_FRAC), fading above and
-    # below the lips with the band.
-    upper = sm <= split
-    inner_share = np.where(
+    upper_in = contour(lm, tp.LIPS_UPPER_INNER, frame, um)
+    lower_in = np.maximum(contour(lm, tp.LIPS_LOWER_INNER, frame, um), upper_in)
+    r = np.clip(np.abs(um) / half, 0.0, 1.0)
+    inner_half = _inner_half(lm, frame, half)
+    middle_in = np.clip(1.0 - (um / inner_half) ** 2, 0.0, 1.0)
+
+    # Travel of each contour (down > 0, fractions of the mouth width). The corners come
+    # down (the smile relaxes), the upper lip arches up in the middle, the lower lip parts
+    # down, the outer contours evert, and toward the corners the inner contours close on
+    # each other (the lips thicken there, the opening narrows to an oval).
+    drop = ROUND_CORNER_DROP * r * r
+    closing = ROUND_CLOSE * (lower_in - upper_in) / mouth_width
+    closing = closing * smoothstep((r - 0.2) / 0.6)
+    arch = ROUND_ARCH_SHARE * ROUND_GAP_FRAC
+    part = (1.0 - ROUND_ARCH_SHARE) * ROUND_GAP_FRAC
+    up_outer = drop - (arch + EVERT_FRAC) * middle
+    up_inner = drop - arch * middle_in + ROUND_CLOSE_UPPER * closing
+    lo_inner = drop + part * middle_in - (1.0 - ROUND_CLOSE_UPPER) * closing
+    lo_outer = drop + (part + EVERT_FRAC) * middle
+
+    upper = sm <= upper_in
+    lower = sm >= lower_in
+    t_up = np.clip((sm - top) / np.maximum(upper_in - top, 1e-6), 0.0, 1.0)
+    t_lo = np.clip((bottom - sm) / np.maximum(bottom - lower_in, 1e-6), 0.0, 1.0)
+    t_mid = np.clip((sm - upper_in) / np.maximum(lower_in - upper_in, 1e-6), 0.0, 1.0)
+    vertical = np.where(
         upper,
-        np.clip((sm - top) / np.maximum(split - top, 1e-6), 0.0, 1.0),
-        np.clip((bottom - sm) / np.maximum(bottom - split, 1e-6), 0.0, 1.0),
+        up_outer + t_up * (up_inner - up_outer),
+        np.where(
+            lower,
+            lo_outer + t_lo * (lo_inner - lo_outer),
+            # The teeth edge (rig: 90 % of the way down the gap) rises fully with it.
+            up_inner + np.clip(t_mid / 0.9, 0.0, 1.0) * np.minimum(lo_inner - up_inner, 0.0),
+        ),
     )
-    travel = EVERT_FRAC + (0.5 * ROUND_GAP_FRAC - EVERT_FRAC) * inner_share
-    vertical = np.where(upper, -1.0, 1.0) * travel * mouth_width * middle * band
+    fade = band * _near(um, half)
+    vertical = vertical * mouth_width * fade
+    gather = _gather(um, half, reach=1.2)
+    lateral = -ROUND_FRAC * gather * band
     out = _lift(lateral[:, None] * frame.e[None, :] + vertical[:, None] * frame.down[None, :])
     out[:, 2] = -PROTRUDE_FRAC * mouth_width * band * (0.35 + 0.65 * middle) * _near(um, half)
     return out
+
+
+def _inner_half(lm: np.ndarray, frame: FaceFrame, half: float) -> float:
+    """Half the distance between the inner mouth corners, mouth coordinates."""
+    u, s = frame.uv(lm[list(tp.INNER_MOUTH_CORNERS), :2])
+    um, _, _ = mouth_coords(lm, frame, u, s)
+    return max(float(np.abs(um).mean()), 0.25 * half)
 
 
 def _gather(um: np.ndarray, half: float, reach: float) -> np.ndarray:

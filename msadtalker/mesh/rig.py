@@ -21,13 +21,14 @@ Triangles
     without bound; the painted mouth covers the latter).
 
 Motion of a vertex for controls (pitch, yaw, roll, open, wide, blink)
-    p' = p + open J + max(wide, 0) S + max(-wide, 0) Q + blink B   (expression, 3-D, in the
-                                                                   photo's frame)
+    p' = p + open J + max(wide, 0) S + max(-wide, 0) (Q + open K) + blink B
+                                                     (expression, 3-D, in the photo's frame)
     P  = R (p' - pivot) + pivot                      (3-D rotation, orthographic)
     q  = p_xy + w * (P_xy - p_xy)                    (fade toward the body and the border)
 
     The bases (``expression``): ``J`` jaw drop, ``S`` spread lips ("ee"), ``Q`` rounded and
-    protruded lips ("oo"; its depth shows when the head turns), ``B`` blink. A last safety
+    protruded lips ("oo"; its depth shows when the head turns), ``K`` what rounding changes
+    in the jaw drop (an open rounded mouth is an oval), ``B`` blink. A last safety
     net smooths the displacement around any triangle that would still flip.
 
 Depth
@@ -110,6 +111,7 @@ class MeshRig:
     jaw: np.ndarray  # (V, 3) displacement at mouth_open = 1
     spread: np.ndarray  # (V, 3) displacement at mouth_wide = +1
     round: np.ndarray  # (V, 3) displacement at mouth_wide = -1
+    rounded_jaw: np.ndarray  # (V, 3) added at mouth_open = 1 times mouth_wide = -1
     blink: np.ndarray  # (V, 2) displacement at blink = 1
     pivot: np.ndarray  # (3,)
     border_distance: np.ndarray  # (V,) distance to the image border, pixels
@@ -151,7 +153,7 @@ class MeshRig:
         moved = self._centred
         if mouth_open or mouth_wide or blink:
             spread, rounded = max(mouth_wide, 0.0), max(-mouth_wide, 0.0)
-            weights = np.array([mouth_open, spread, rounded, blink])
+            weights = np.array([mouth_open, spread, rounded, blink, mouth_open * rounded])
             moved = moved + (self._expression @ weights).reshape(-1, 3)
         # Only x, y of R (p' - pivot) + pivot are needed (orthographic projection).
         d = moved @ rotation[:2].T
@@ -188,8 +190,8 @@ class MeshRig:
 
     @cached_property
     def _expression(self) -> np.ndarray:
-        """(3 V, 4): the jaw, spread, round and blink displacements (x, y, z) as columns,
-        in the order of ``deform``'s weights."""
+        """(3 V, 5): the jaw, spread, round, blink and rounded-jaw displacements (x, y, z)
+        as columns, in the order of ``deform``'s weights."""
 
         def lifted(xy: np.ndarray) -> np.ndarray:
             return np.column_stack([xy, np.zeros(len(xy))]).ravel()
@@ -199,6 +201,7 @@ class MeshRig:
             self.spread.ravel(),
             self.round.ravel(),
             lifted(self.blink),
+            self.rounded_jaw.ravel(),
         ]
         return np.stack(columns, axis=1)
 
@@ -320,6 +323,7 @@ def build_rig(landmarks: np.ndarray, width: int, height: int) -> MeshRig:
     jaw = ex.jaw_basis(lm, all_u, all_s, frame, mouth_width, teeth_ids)
     spread = ex.spread_basis(lm, all_u, all_s, frame, mouth_width)
     rounded = ex.round_basis(lm, all_u, all_s, frame, mouth_width)
+    rounded_jaw = ex.rounded_jaw_basis(lm, all_u, all_s, frame, mouth_width, teeth_ids)
     blink = ex.blink_basis(lm, len(rest), frame)
 
     mouth_s = float(s[list(tp.MOUTH_CORNERS)].mean())
@@ -345,6 +349,7 @@ def build_rig(landmarks: np.ndarray, width: int, height: int) -> MeshRig:
         jaw=jaw,
         spread=spread,
         round=rounded,
+        rounded_jaw=rounded_jaw,
         blink=blink,
         pivot=pivot,
         border_distance=np.maximum(border, 0.0),

@@ -38,7 +38,13 @@ def build_motion_stages(
     ``lookahead_ms``: see ``lookahead_frames``.
     """
     lookahead = lookahead_frames(config, lookahead_ms)
-    features = FeatureStage(lookahead_frames=0 if lips is None else min(lookahead, 3))
+    # The articulator reads only the frame's own mel rows: without lookahead it takes the
+    # newest final rows (causal windows, one frame sooner) rather than SadTalker's centred
+    # window, which the networks of the neural path need.
+    if lips is None:
+        features = FeatureStage(causal=lookahead == 0)
+    else:
+        features = FeatureStage(lookahead_frames=min(lookahead, 3))
     lip_stage = lips if lips is not None else ArticulatorStage()
     nominal_range = float(getattr(lip_stage, "nominal_range", 0.0))
     silence = SilenceStage(

@@ -58,6 +58,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise HypothesisMissing("bench fuzz: needs Hypothesis (pip install -e '.[dev]')") from None
     from streamer.bench.latency import _serve_flags
 
+    for name in ("avatar", "checkpoints", "config"):  # serve runs in a scratch directory
+        if getattr(args, name, None) is not None:
+            setattr(args, name, Path(getattr(args, name)).resolve())
     workers = int(args.workers or 1)
     flags = _serve_flags(args) + (["--workers", str(workers)] if workers > 1 else [])
     result = asyncio.run(bench_fuzz(int(args.cases), int(args.fuzz_seed), flags))
@@ -87,8 +90,9 @@ async def bench_fuzz(cases: int, seed: int, serve_argv: list[str]) -> dict[str, 
     }
     started = time.monotonic()
     load_before = os.getloadavg()
-    with tempfile.TemporaryFile() as log:
-        async with ServerProcess(serve_argv, env=env, stderr=log) as server:
+    # The server runs in a scratch directory: recordings the fuzz starts land there.
+    with tempfile.TemporaryFile() as log, tempfile.TemporaryDirectory() as scratch:
+        async with ServerProcess(serve_argv, env=env, stderr=log, cwd=scratch) as server:
             timeout = aiohttp.ClientTimeout(total=60)
             async with aiohttp.ClientSession(timeout=timeout) as http:
                 speech = onset_speech(bursts=20, lead_s=0.5, seed=seed).samples

@@ -92,7 +92,7 @@ class TargetFigures:
 
     @property
     def failed_hangups(self) -> list[Outcome]:
-        return [o for o in self.outcomes if o.hangup is not None and o.hangup != 200]
+        return [o for o in self.outcomes if o.hangup is not None and not 200 <= o.hangup < 300]
 
     def as_dict(self) -> dict[str, Any]:
         latencies = sorted(o.latency_s * 1000.0 for o in self.outcomes)
@@ -226,7 +226,7 @@ class Sender:
             timeout=REQUEST_TIMEOUT_S,
             source_address=source or self.next_source(),
         )
-        status, payload, content_type = UNANSWERED, b"", ""
+        status, payload, content_type, location = UNANSWERED, b"", "", ""
         try:
             connection.putrequest(case.method, case.path, skip_accept_encoding=True)
             for name, value in case.headers:
@@ -240,16 +240,29 @@ class Sender:
             response = connection.getresponse()
             payload = response.read()
             status, content_type = response.status, response.getheader("Content-Type", "")
+            location = response.getheader("Location", "") if status == 201 else ""
         except TimeoutError:
             status = TIMED_OUT
         except (OSError, http.client.HTTPException):
             pass
         finally:
             connection.close()
-        return Answer(status, payload, content_type, time.perf_counter() - started)
+        return Answer(status, payload, content_type, time.perf_counter() - started, location)
 
     def check(self, case: HttpCase) -> Outcome:
-        return self.judge(case, self.send(case))
+        """``case`` judged; a WHIP/WHEP session it made is ended at once (as an answered
+        offer is): otherwise it would hold a slot until its connect timeout, and a run of
+        them would fill the server (a 503 that is the server working as specified)."""
+        source = self.next_source()
+        answer = self.send(case, source)
+        outcome = self.judge(case, answer)
+        if not answer.location.startswith(("/whip/resource/", "/whep/resource/")):
+            return outcome
+        auth = tuple((k, v) for k, v in case.headers if k.lower() == "authorization")
+        closed = self.send(HttpCase("DELETE", answer.location, auth, None), source).status
+        ended = 200 <= closed < 300
+        note = outcome.note or ("" if ended else f"DELETE {closed}: {case.describe()}")
+        return dataclasses.replace(outcome, hangup=closed, note=note)
 
     def judge(self, case: HttpCase, answer: Answer) -> Outcome:
         status, payload = answer.status, answer.payload
@@ -271,6 +284,7 @@ class Answer:
     payload: bytes
     content_type: str
     seconds: float
+    location: str = ""  # of a 201 (a WHIP/WHEP resource)
 
 
 def _is_json_error(payload: bytes, status: int) -> bool:

@@ -48,6 +48,11 @@ ROUTES = (
     "/sessions",
     "/sessions/",
     "/favicon.ico",
+    "/ice-servers",
+    "/whip",
+    "/whep",
+    "/whip/",
+    "/rooms",
     "//offer",
     "/offer/",
     "/OFFER",
@@ -709,7 +714,51 @@ def _paths(
     )
     fixed = st.builds(lambda route, q: route + q, st.sampled_from(ROUTES), query)
     anything = st.text(max_size=60).map(lambda t: "/" + _quoted(t))
-    return _mix(fixed, fixed, sessions, sessions, anything)
+    # WHIP / WHEP endpoints and resources, a room's outputs.
+    wish = _mix(
+        st.builds(
+            lambda kind, r: f"/{kind}/" + urllib.parse.quote(r, safe=""),
+            st.sampled_from(["whip", "whep"]),
+            room,
+        ),
+        st.builds(
+            lambda kind, sid, suffix: f"/{kind}/resource/" + _quoted(sid) + suffix,
+            st.sampled_from(["whip", "whep"]),
+            session_id,
+            st.sampled_from(["", "", "/", "/x"]),
+        ),
+    )
+    outputs = st.builds(
+        lambda r, suffix: "/rooms/" + urllib.parse.quote(r, safe="") + suffix,
+        room,
+        _mix(
+            st.sampled_from(["/outputs", "/outputs", "/outputs/", "", "/x"]),
+            session_id.map(lambda o: "/outputs/" + _quoted(o)),
+        ),
+    )
+    return _mix(fixed, fixed, sessions, sessions, wish, outputs, anything)
+
+
+def output_bodies() -> SearchStrategy[bytes]:
+    """A ``POST /rooms/{room}/outputs`` body: mostly an output of a known kind pointing at
+    closed loopback ports (nothing leaves the machine), then odd fields and values."""
+    kind = _mix(st.sampled_from(["rtmp", "record", "whip"]), odd_text(12))
+    url = _mix(
+        st.sampled_from(
+            [
+                "rtmp://127.0.0.1:9/live/key",
+                "rtmps://127.0.0.1:9/live/key",
+                "http://127.0.0.1:9/whip",
+                "file:///etc/passwd",
+                "rtmp://",
+                "",
+            ]
+        ),
+        odd_text(80),
+        st.integers(),
+    )
+    body = st.fixed_dictionaries({"kind": kind}, optional={"url": url, "token": odd_text(20)})
+    return _mix(body, body, json_values()).map(lambda v: json.dumps(v).encode())
 
 
 def http_requests(
@@ -727,6 +776,8 @@ def http_requests(
         st.none(),
         st.none(),
         offer_bodies(rooms),
+        sdp_offers().map(lambda sdp: sdp.encode()),
+        output_bodies(),
         json_values().map(lambda v: json.dumps(v).encode()),
         st.binary(max_size=2_000),
         st.sampled_from([10_000, 130_000, 140_000, 300_000, 2_000_000]).map(lambda n: b"x" * n),

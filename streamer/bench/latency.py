@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
+import os
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,11 +46,18 @@ from streamer.bench.breakdown import (
     session_offset,
     summary,
 )
+from streamer.bench.browser import (
+    BrowserRun,
+    chromium_path,
+    measure_in_browser,
+    measure_slow_path,
+)
 from streamer.bench.live import ServerProcess, session_stats
 from streamer.bench.mouth import MouthProbe
 from streamer.bench.signals import OnsetSpeech, onset_speech
 from streamer.io.webrtc_client import LoopbackClient
 from streamer.pipeline import Pipeline
+from streamer.realtime import FrameCost, measure_frame_cost
 from streamer.types import AudioChunk
 
 log = logging.getLogger(__name__)
@@ -63,6 +73,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jitter-ms", type=int, help="server ingest jitter allowance")
     parser.add_argument("--avatar", type=Path, metavar="IMG")
     parser.add_argument("--checkpoints", type=Path, metavar="DIR")
+    parser.add_argument(
+        "--browser",
+        action="store_true",
+        help="measure in Debian Chromium (playwright): publisher and viewer pages",
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=1.0, help="--browser: length of the session"
+    )
+    parser.add_argument(
+        "--listen",
+        action="store_true",
+        help="--browser: the publisher page plays the returned voice",
+    )
+    parser.add_argument(
+        "--no-viewer", action="store_true", help="--browser: the publisher page alone"
+    )
+    parser.add_argument(
+        "--pause-s",
+        type=float,
+        default=0.0,
+        help="--browser: stop the server (SIGSTOP) this long half-way through, and report "
+        "what the pages said and the latency after it",
+    )
+    parser.add_argument(
+        "--page-query",
+        default="",
+        metavar="Q",
+        help="--browser: extra query for the publisher page (before/after figures: sync=1 "
+        "keeps the returned voice in the lips' sync group, ptime=20 the mic's 20 ms packets, "
+        "playout=0 drops the zero playout delay)",
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -76,7 +117,44 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     argv = _serve_flags(args)
     speech = onset_speech(bursts=args.bursts, seed=getattr(args, "seed", None) or 0)
+    if getattr(args, "browser", False):
+        chromium_path()  # before any work: a clear error when chromium or playwright is missing
+        options = BrowserRun(
+            minutes=args.minutes,
+            threshold=0.0,
+            listen=args.listen,
+            viewer=not args.no_viewer,
+            page_query=args.page_query,
+            pause_s=args.pause_s,
+        )
+        return asyncio.run(bench_browser_latency(stages, speech, argv, options))
     return asyncio.run(bench_latency(stages, speech, argv))
+
+
+async def bench_browser_latency(
+    stages: StageFactory,
+    speech: OnsetSpeech,
+    serve_argv: Sequence[str],
+    options: BrowserRun,
+    url: str | None = None,
+) -> dict[str, Any]:
+    """The browser measurement (``streamer.bench.browser``) against ``url`` or a fresh
+    ``msadtalker serve`` child; the open-mouth threshold as for the aiortc client."""
+    cost = await asyncio.to_thread(measure_frame_cost, stages)
+    if not cost.real_time:
+        return await _slow_path(cost, serve_argv, options, url)
+    probe = MouthProbe.from_render_stage(list(stages())[-1])
+    run = dataclasses.replace(options, threshold=open_threshold(stages, speech, probe))
+    if url is not None:
+        return await measure_in_browser(url, speech, probe, run)
+    async with ServerProcess(list(serve_argv)) as server:
+
+        def pause(stop: bool) -> None:
+            os.kill(server.pid, signal.SIGSTOP if stop else signal.SIGCONT)
+
+        return await measure_in_browser(
+            server.url, speech, probe, run, pause if run.pause_s > 0 else None
+        )
 
 
 def _serve_flags(args: argparse.Namespace) -> list[str]:
@@ -107,6 +185,26 @@ async def bench_latency(
         return await measure(server.url, speech, probe, threshold)
 
 
+async def _slow_path(
+    cost: FrameCost, serve_argv: Sequence[str], options: BrowserRun, url: str | None
+) -> dict[str, Any]:
+    """This machine cannot render the stages in real time: say so, and what a page gets."""
+    minutes = min(options.minutes, 0.5)
+    head: dict[str, Any] = {
+        "real_time": False,
+        "ms_per_frame": round(cost.ms_per_frame, 1),
+        "frames_timed": cost.frames_timed,
+        "budget_ms": cost.budget_ms,
+        "note": "slow: this machine cannot render these stages in real time (a GPU can); "
+        "the mouth latency is not measurable, the figures say what a page gets instead",
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+    }
+    if url is not None:
+        return {**head, **await measure_slow_path(url, minutes)}
+    async with ServerProcess(list(serve_argv)) as server:
+        return {**head, **await measure_slow_path(server.url, minutes)}
+
+
 def open_threshold(stages: StageFactory, speech: OnsetSpeech, probe: MouthProbe) -> float:
     """30 % of the median peak opening of the bursts, in the offline render of ``speech``."""
     pipeline: Pipeline[Any] = Pipeline(list(stages()))
@@ -128,6 +226,7 @@ async def measure(
     probe: MouthProbe,
     threshold: float,
 ) -> dict[str, Any]:
+    load_start = os.getloadavg()  # the machine is shared: every figure comes with its load
     async with aiohttp.ClientSession() as http:
         client = LoopbackClient(url, speech.samples, on_video=probe.openness)
         await client.connect(http)
@@ -187,6 +286,8 @@ async def measure(
                     frame_overhead_ms(int(k), float(r), offset, mic.capture_time, delay)
                 )
     return {
+        "load_average_start": [round(v, 2) for v in load_start],
+        "load_average_end": [round(v, 2) for v in os.getloadavg()],
         "latency_ms": summary(latencies),
         "breakdown_ms": {
             "designed": round(delay * FRAME_MS, 1),

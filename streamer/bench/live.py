@@ -21,14 +21,20 @@ _URL = re.compile(r"(http://[^\s/]+)/")
 class ServerProcess:
     """``msadtalker serve`` on a free loopback port, in its own process (its own event loop and
     its own share of the CPU, as in production). ``argv``: extra flags for ``serve``; ``env``:
-    its environment (default: this process's); ``stderr``: where its log goes (a file)."""
+    its environment (default: this process's); ``stderr``: where its log goes (a file);
+    ``cwd``: its working directory (where relative paths such as recordings land)."""
 
     def __init__(
-        self, argv: list[str], env: dict[str, str] | None = None, stderr: IO[bytes] | None = None
+        self,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        stderr: IO[bytes] | None = None,
+        cwd: str | None = None,
     ) -> None:
         self._argv = argv
         self._env = env
         self._stderr = stderr
+        self._cwd = cwd
         self._proc: asyncio.subprocess.Process | None = None
         self.url = ""
 
@@ -46,6 +52,7 @@ class ServerProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=self._stderr,
             env=self._env,
+            cwd=self._cwd,
         )
         assert self._proc.stdout is not None
         line = (await asyncio.wait_for(self._proc.stdout.readline(), 120)).decode()

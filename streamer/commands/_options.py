@@ -94,6 +94,16 @@ def add_avatar_flags(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help=f"official SadTalker checkpoints (default: ${CHECKPOINTS_ENV}; none: mesh renderer)",
     )
+    parser.add_argument(
+        "--engine",
+        choices=("torch", "onnxruntime", "tensorrt", "triton"),
+        help="neural renderer's inference backend (default torch; triton needs --engine-url)",
+    )
+    parser.add_argument(
+        "--engine-url",
+        metavar="HOST:PORT",
+        help="triton: the Triton server's gRPC address (models of export --format triton)",
+    )
 
 
 def avatar_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -103,6 +113,8 @@ def avatar_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "render.mode": getattr(args, "mode", None),
         "render.still": getattr(args, "still", None),
         "render.renderer": getattr(args, "renderer", None),
+        "render.engine": getattr(args, "engine", None),
+        "render.engine_url": getattr(args, "engine_url", None),
     }
 
 

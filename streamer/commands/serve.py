@@ -23,7 +23,9 @@ from streamer.commands._options import (
     stage_factory_from_args,
 )
 from streamer.config import Config
+from streamer.realtime import check_at_start
 from streamer.server.cluster import Cluster, take_hop_secret
+from streamer.server.ids import resolve_instance_id
 from streamer.server.run import check_exposure, run_async, serve, serve_worker, tell_parent
 from streamer.server.supervisor import WorkerStartError, supervise
 
@@ -54,6 +56,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="serve without tokens on an address other than loopback: anyone who can reach "
         "it may publish (server.insecure)",
     )
+    parser.add_argument(
+        "--instance-id",
+        metavar="ID",
+        help="this server among several behind a load balancer: every id it makes starts "
+        "with it (server.instance_id; 1-32 of a-z 0-9 -; default from the hostname)",
+    )
     # A worker process of `serve --workers N` (set by the parent, not for people).
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--worker-ports", help=argparse.SUPPRESS)
@@ -69,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         "server.port": args.port,
         "server.workers": args.workers,
         "server.insecure": args.insecure,
+        "server.instance_id": args.instance_id,
         **avatar_overrides(args),
     }
     config = config_from_args(args, overrides, live=True)
@@ -80,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if config.server.workers > 1:
         return _run_parent(args, config)
     stages = stage_factory_from_args(config, args, lookahead_ms=config.server.lookahead_ms)
+    check_at_start(stages)  # a WARNING when this machine cannot render in real time
     run_async(serve(config, stages, _announce))
     return 0
 
@@ -91,6 +101,8 @@ def _announce(url: str) -> None:
 def _run_parent(args: argparse.Namespace, config: Config) -> int:
     """The supervisor of ``server.workers`` workers (``streamer.server.supervisor``)."""
     server = config.server
+    # Resolved once here: a random default must be the same in every worker.
+    args.instance_id = resolve_instance_id(server.instance_id)
     argv = ["-v"] * int(getattr(args, "verbose", 0) or 0) + ["serve", *_worker_flags(args)]
     argv = ["--log-format", args.log_format, *argv]  # the workers log as the parent does
     # The config file may set server.workers without --workers: the workers must be told
@@ -134,6 +146,7 @@ def _run_worker(args: argparse.Namespace, config: Config) -> int:
             raise ConfigError("--worker needs --worker-fd (it is set by `serve --workers`)")
         internal = socket.socket(fileno=args.worker_fd)
         stages = stage_factory_from_args(config, args, lookahead_ms=config.server.lookahead_ms)
+        check_at_start(stages)
         run_async(serve_worker(config, stages, cluster, internal))
     except InputError as exc:
         tell_parent({"error": str(exc), "user_error": True})

@@ -19,11 +19,23 @@ checks that all of them still find their targets.
   whether the remote wants our avatar video / speech on that m-line.
 * ``sends_opus``: whether the negotiated send codec (aiortc's first common codec,
   ``_codecs``) is Opus, so the speech track may hand aiortc ready Opus packets.
+* ``use_zero_playout_delay``: Chromium smooths received video through a render buffer (its
+  jitter estimate, 20-60 ms here) unless the sender asks for none with the ``playout-delay``
+  RTP header extension (min = max = 0: show each frame as soon as it is decoded). aiortc
+  neither answers that extension nor writes it; this adds it to the answer of a video section
+  whose offer has it, and makes the sender write it on every packet. Only for receivers that
+  do not sync the video to audio they play (the publisher page), as a zero maximum also caps
+  the delay A/V sync would add.
 * ``close_telling_the_remote``: aiortc's ``close`` sends the DTLS close_notify once. A remote
   dropped because it went silent (a stalled network or process) has most likely lost that
   one datagram (its receive buffer overflowed, or the path was down), and then shows
   "connected" until its ICE consent expires (~30 s). This sends the close_notify again,
   every second for a while, so the remote sees the close within a second of coming back.
+* ``PeerConnection``: aiortc starts its connect step as a task nobody awaits; a peer closed
+  while that step is between two transports (a client that hangs up right after the answer)
+  makes it raise "RTCIceTransport is closed", which asyncio then logs as an ERROR ("Task
+  exception was never retrieved"). A closed connection has nothing left to connect: this
+  subclass lets that step end quietly then, and still raises anything else.
 """
 
 from __future__ import annotations
@@ -34,9 +46,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from aiortc import RTCPeerConnection, RTCRtpTransceiver
+from aiortc.exceptions import InvalidStateError
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcdtlstransport import RTCDtlsTransport
-from aiortc.rtp import RtpPacket
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
+from aiortc.rtp import (
+    HeaderExtensions,
+    HeaderExtensionsMap,
+    RtpPacket,
+    pack_header_extensions,
+    unpack_header_extensions,
+)
+from aiortc.sdp import SessionDescription
 from aiortc.utils import uint16_gt
 from OpenSSL import SSL
 
@@ -174,6 +195,66 @@ def use_low_latency_receive(pc: RTCPeerConnection) -> None:
         setattr(receiver, _RECEIVER_BUFFER, buffer)
 
 
+# ---------------------------------------------------------------- zero playout delay
+
+PLAYOUT_DELAY_URI = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"
+ZERO_PLAYOUT_DELAY = b"\x00\x00\x00"  # 12-bit min, 12-bit max, in 10 ms units: both 0
+_SENDER_EXTENSIONS = "_RTCRtpSender__rtp_header_extensions_map"
+
+
+class PlayoutDelayExtensionsMap(HeaderExtensionsMap):
+    """aiortc's header extensions, plus ``playout-delay`` (min = max = 0) on every packet."""
+
+    def __init__(self, extension_id: int) -> None:
+        super().__init__()
+        self.playout_delay_id = extension_id
+
+    def set(self, values: HeaderExtensions) -> tuple[int, bytes]:
+        profile, value = super().set(values)
+        extensions = list(unpack_header_extensions(profile, value)) if value else []
+        extensions.append((self.playout_delay_id, ZERO_PLAYOUT_DELAY))
+        return pack_header_extensions(extensions)
+
+
+def offered_extension_ids(sdp: str, uri: str) -> dict[str, int]:
+    """Per media section id (``mid``): the id the offer gives header extension ``uri``."""
+    ids: dict[str, int] = {}
+    for media in SessionDescription.parse(sdp).media:
+        for extension in media.rtp.headerExtensions:
+            if extension.uri == uri and media.rtp.muxId:
+                ids[media.rtp.muxId] = extension.id
+    return ids
+
+
+def use_zero_playout_delay(pc: RTCPeerConnection) -> bool:
+    """Ask the remote to show our video without a render buffer (module docstring). Call
+    after ``setRemoteDescription`` (the offer) and before ``createAnswer``. Returns whether a
+    video section got it (the offer must have the extension)."""
+    remote = pc.remoteDescription
+    if remote is None:
+        return False
+    ids = offered_extension_ids(remote.sdp, PLAYOUT_DELAY_URI)
+    used = False
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind != "video" or transceiver.mid not in ids:
+            continue
+        sender = transceiver.sender
+        extensions = getattr(transceiver, "_headerExtensions", None)
+        if not isinstance(extensions, list) or not isinstance(
+            getattr(sender, _SENDER_EXTENSIONS, None), HeaderExtensionsMap
+        ):
+            log.warning("aiortc internals changed: the video keeps the browser's render buffer")
+            return False
+        extension_id = ids[transceiver.mid]
+        if all(e.uri != PLAYOUT_DELAY_URI for e in extensions):
+            extensions.append(
+                RTCRtpHeaderExtensionParameters(id=extension_id, uri=PLAYOUT_DELAY_URI)
+            )
+        setattr(sender, _SENDER_EXTENSIONS, PlayoutDelayExtensionsMap(extension_id))
+        used = True
+    return used
+
+
 # ---------------------------------------------------------------- what the offer negotiated
 
 
@@ -258,3 +339,32 @@ def _close_notify(dtls: RTCDtlsTransport) -> bytes:
         return bytes(ssl.bio_read(1500))
     except SSL.Error:
         return b""
+
+
+# ---------------------------------------------------------------- quiet connect after close
+
+_CONNECT = "_RTCPeerConnection__connect"
+
+
+class PeerConnection(RTCPeerConnection):
+    """``RTCPeerConnection`` whose un-awaited connect step ends quietly once the connection
+    is closed (module docstring). Without aiortc's private connect step (a new aiortc) it is
+    plain ``RTCPeerConnection``."""
+
+    async def _RTCPeerConnection__connect(self) -> None:
+        connect: Callable[[RTCPeerConnection], Awaitable[None]] | None = getattr(
+            RTCPeerConnection, _CONNECT, None
+        )
+        if connect is None:  # pragma: no cover - only with another aiortc
+            return
+        try:
+            await connect(self)
+        except InvalidStateError:
+            if self.connectionState != "closed":
+                raise
+            log.debug("peer connection closed while connecting")
+
+
+def finds_private_connect() -> bool:
+    """Whether ``PeerConnection`` still overrides aiortc's connect step (for the tests)."""
+    return callable(getattr(RTCPeerConnection, _CONNECT, None))

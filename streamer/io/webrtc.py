@@ -43,6 +43,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from msadtalker.timing import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from streamer.fanout import Subscription
 from streamer.ingest import MicFrameConverter, StreamResampler
+from streamer.io.aiortc_workarounds import PeerConnection
 from streamer.types import VideoFrame
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,7 @@ def make_peer_connection(stun_url: str = "") -> RTCPeerConnection:
     """A peer connection with explicit ICE servers (aiortc would otherwise ask Google's STUN
     server, which is slow or unreachable on closed networks)."""
     servers = [RTCIceServer(urls=stun_url)] if stun_url else []
-    return RTCPeerConnection(configuration=RTCConfiguration(iceServers=servers))
+    return PeerConnection(configuration=RTCConfiguration(iceServers=servers))
 
 
 async def close_quietly(pc: RTCPeerConnection) -> None:

@@ -207,7 +207,11 @@ class LoopbackClient:
         if self.room is not None:
             body["room"] = self.room
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
-        async with http.post(f"{self.base_url}/offer", json=body, headers=headers) as resp:
+        # The room in the URL too: a load balancer routes a viewer to the room's instance by
+        # it (deploy/nginx/msadtalker-lb.conf); the server reads the body.
+        query = {"room": self.room} if self.room is not None else None
+        url = f"{self.base_url}/offer"
+        async with http.post(url, params=query, json=body, headers=headers) as resp:
             answer = await resp.json()
             self.answer_headers = dict(resp.headers)
             if resp.status != 200:

@@ -13,6 +13,13 @@ Routes::
     GET  /readyz                            200 while new sessions are accepted, 503 + reason
     GET  /metrics                           Prometheus metrics (all workers in one scrape)
     GET  /avatar.jpg                        the avatar at rest (shown before the pages connect)
+    POST /whip/{room}                       WHIP ingest: application/sdp offer -> 201 + answer
+    POST /whep/{room}                       WHEP egress: application/sdp offer -> 201 + answer
+    DELETE /whip/resource/{session_id}      ends a WHIP session (``/whep/resource/...``: WHEP)
+    GET  /ice-servers                       {"iceServers": [...]} for the pages (STUN, TURN)
+    POST /rooms/{room}/outputs              {"kind": "rtmp", "url"} / {"kind": "record"} -> 201
+    GET  /rooms/{room}/outputs[/{id}]       a room's outputs: state, frames, reconnects
+    DELETE /rooms/{room}/outputs/{id}       stop one (a recording is finalised)
 
 A publisher offer carries the mic (audio, sendrecv or sendonly) and receives the avatar video
 (and, with sendrecv audio, the delayed speech). It opens a room (``room`` names it, otherwise a
@@ -41,6 +48,11 @@ Package map (one job per module):
 ``handlers``        the request handlers (offer, health, poster, stats, interrupt, hang-up, pages)
 ``metrics``         Prometheus metrics: one registry per app, the workers' scrapes merged
 ``peers``           peer lifecycle: negotiate, outputs, watch, ``close_peer``, ``drain``
+``ice``             ICE servers (STUN, TURN, TURN REST credentials) for peers, pages, clients
+``wish_offers``     ``parse_wish_offer``: WHIP/WHEP SDP checks, a pure function -> ``Offer``
+``wish``            what WHIP and WHEP share over HTTP (201, resources, OPTIONS, ICE route)
+``whip``, ``whep``  WHIP ingest (a publisher) and WHEP egress (a viewer) routes
+``outputs``         a room's outputs (RTMP push, recording: ``streamer.broadcast``) routes
 ``poster``          ``/avatar.jpg``: the avatar at rest, rendered once by the pipeline
 ``rooms``           rooms: one publisher, any number of viewers
 ``forwarding``      several workers: one middleware relays requests to the owning worker

@@ -30,6 +30,7 @@ from streamer.server.handlers import (
 from streamer.server.limits import limit_offers
 from streamer.server.metrics import count_answers
 from streamer.server.offers import max_body_bytes
+from streamer.server.outputs import add_output_routes
 from streamer.server.peers import drain
 from streamer.server.security import (
     RedactingAccessLogger,
@@ -38,6 +39,9 @@ from streamer.server.security import (
     static_files,
 )
 from streamer.server.state import STATE, ServerState
+from streamer.server.whep import add_whep_routes
+from streamer.server.whip import add_whip_routes
+from streamer.server.wish import PROTOCOLS, handle_ice_servers
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 
@@ -55,16 +59,17 @@ def make_app(
     # credential is established before anything is read or relayed (``access``); requests
     # for another worker are relayed before any handler sees them, their failures JSON too.
     # Each client's offer budget is spent before its credential is looked at (``limits``).
+    offer_routes = frozenset({OFFER_ROUTE, *PROTOCOLS.values()})  # each spends an offer
     middlewares: list[Middleware] = [
         json_errors,
-        limit_offers(OFFER_ROUTE),
+        limit_offers(offer_routes),
         authenticate_requests(),
     ]
     if cluster is not None:
         middlewares = [
             worker_header(cluster.index),
             json_errors,
-            limit_offers(OFFER_ROUTE, cluster),
+            limit_offers(offer_routes, cluster),
             authenticate_requests(cluster),
             forward_to_owner(cluster),
         ]
@@ -95,6 +100,10 @@ def make_app(
     app.router.add_get("/sessions/{session_id}", handle_stats)
     app.router.add_post("/sessions/{session_id}/interrupt", handle_interrupt)
     app.router.add_delete("/sessions/{session_id}", handle_hangup)
+    add_output_routes(app)  # /rooms/{room}/outputs[/{output_id}]: RTMP push, recording
+    add_whip_routes(app)  # /whip/{room}, /whip/resource/{session_id}
+    add_whep_routes(app)  # /whep/{room}, /whep/resource/{session_id}
+    app.router.add_get("/ice-servers", handle_ice_servers)
     app.on_response_prepare.append(security_headers(config.server))
     app.on_shutdown.append(_drain)
     app.on_cleanup.append(_close_forwarder)

@@ -5,7 +5,8 @@ connections, ICE sockets, sessions) listening on the shared public port (SO_REUS
 kernel hands each new TCP connection to one of them) and on an internal loopback port of its
 own. A session or room lives in exactly one worker, its owner:
 
-* ids made by worker ``i`` start with ``w{i}-`` (sessions ``w1-3f2a...``, rooms ``w1-Xy_9ab``);
+* ids made by worker ``i`` carry ``w{i}-`` after their instance (sessions
+  ``i-host_w1-3f2a...``, rooms ``i-host_w1-Xy_9ab``; ``streamer.server.ids``);
 * a room id a client chose without such a prefix is owned by ``crc32(id) % N``, so a second
   publisher for the same name meets the first one (409) whichever worker it reached;
 * a publisher offer without a room goes to the least loaded worker that accepts sessions
@@ -32,7 +33,6 @@ import hmac
 import json
 import logging
 import os
-import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,9 +40,11 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 from msadtalker.errors import ConfigError
 from streamer.server.clients import CLIENT
+from streamer.server.ids import parse_id
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +52,19 @@ WORKER_HEADER = "X-Msadtalker-Worker"  # on every worker's answer: the worker th
 HOP_HEADER = "X-Msadtalker-Hop"  # the run's hop secret, on every request between workers
 CREDENTIAL_HEADER = "X-Msadtalker-Credential"  # who the forwarded request's caller proved to be
 HOP_SECRET_ENV = "MSADTALKER_HOP_SECRET"  # how the supervisor hands the secret to its workers
-_OWNED = re.compile(r"^w(\d+)-")
-_RELAYED_HEADERS = ("Content-Type", "Retry-After", "Allow")
+# Every value of each (a WHIP/WHEP answer has one ``Link`` per ICE server URL).
+_RELAYED_HEADERS = (
+    "Content-Type",
+    "Retry-After",
+    "Allow",
+    "Location",
+    "ETag",
+    "Link",
+    "Cache-Control",
+)
 PLACEMENT_TIMEOUT_S = 1.0  # a worker that does not say its load by then is left out
 REQUEST_TIMEOUT_S = 10.0  # forwarded requests other than offers
+OFFER_ROUTES = frozenset({"offer", "whip", "whep"})  # names of the routes that negotiate
 
 
 class OwnerUnreachable(Exception):
@@ -97,10 +108,6 @@ class Cluster:
         return len(self.internal_ports)
 
     @property
-    def prefix(self) -> str:
-        return f"w{self.index}-"
-
-    @property
     def internal_port(self) -> int:
         return self.internal_ports[self.index]
 
@@ -120,10 +127,10 @@ class Cluster:
         return zlib.crc32(room_id.encode("utf-8")) % len(self)
 
     def _prefixed(self, some_id: str) -> int | None:
-        match = _OWNED.match(some_id)
-        if match is None or int(match.group(1)) >= len(self):
+        worker = parse_id(some_id).worker
+        if worker is None or worker >= len(self):
             return None
-        return int(match.group(1))
+        return worker
 
     def is_internal(self, request: web.Request) -> bool:
         """Whether ``request`` came in on this worker's internal port (from another worker)."""
@@ -178,7 +185,7 @@ class Forwarder:
         client = request.get(CLIENT) or request.remote  # as ``limits`` named it
         if client:
             headers["X-Forwarded-For"] = client
-        is_offer = request.method == "POST" and request.path == "/offer"
+        is_offer = request.method == "POST" and request.match_info.route.name in OFFER_ROUTES
         timeout = aiohttp.ClientTimeout(
             total=self.offer_timeout_s if is_offer else REQUEST_TIMEOUT_S
         )
@@ -192,7 +199,10 @@ class Forwarder:
                 allow_redirects=False,
             ) as resp:
                 payload = await resp.read()
-                relayed = {k: resp.headers[k] for k in _RELAYED_HEADERS if k in resp.headers}
+                relayed: CIMultiDict[str] = CIMultiDict()
+                for name in _RELAYED_HEADERS:
+                    for value in resp.headers.getall(name, ()):
+                        relayed.add(name, value)
                 return web.Response(body=payload, status=resp.status, headers=relayed)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning(

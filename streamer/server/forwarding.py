@@ -5,6 +5,9 @@ owns what they are about, so that handlers never think about workers.
 
 * a route with a ``{session_id}`` (``/sessions/{session_id}...``): the worker whose prefix the
   id carries (``Cluster.owner_of_session``);
+* ``POST /whip/{room}`` and ``POST /whep/{room}`` (a ``{room}`` in the path): the room's
+  owner (``Cluster.owner_of_room``), without reading the body;
+* ``/rooms/{room}/outputs...`` (any method): the room's owner, where its outputs run;
 * ``POST /offer`` (the route named ``"offer"``): the offer is read and checked here first (a
   bad offer is refused by the worker that received it); a named room's owner
   (``Cluster.owner_of_room``), else the least loaded worker that accepts sessions
@@ -35,6 +38,8 @@ from streamer.server.state import STATE, ServerState
 
 OFFER_ROUTE = "offer"  # the name of the ``POST /offer`` route in the route table
 SESSION_ID = "session_id"  # the path variable of the session routes
+ROOM = "room"  # the path variable of the routes about one room (``/whip/{room}``, ...)
+ROOM_OUTPUTS = "/rooms/"  # ``/rooms/{room}/outputs...``: every method goes to the room's worker
 
 
 def forward_to_owner(cluster: Cluster) -> Middleware:
@@ -51,6 +56,21 @@ def forward_to_owner(cluster: Cluster) -> Middleware:
             if state.draining:
                 return await handler(request)
             return await _place_offer(request, handler, state, cluster, forwarder)
+        room = request.match_info.get(ROOM)
+        if room is not None and request.method == "POST" and not state.draining:
+            owner = cluster.owner_of_room(room)
+            if owner != cluster.index:
+                forwarder.reserve(owner)
+                try:
+                    what = f"room {room!r}"
+                    return await forwarder.relay(request, owner, what, _credential(request))
+                finally:
+                    forwarder.release(owner)
+        if room is not None and request.path.startswith(ROOM_OUTPUTS):
+            # A room's outputs are read and stopped where the room is (``server.outputs``).
+            owner = cluster.owner_of_room(room)
+            if owner != cluster.index:
+                return await forwarder.relay(request, owner, f"room {room!r}", _credential(request))
         session_id = request.match_info.get(SESSION_ID)
         if session_id is not None:
             owner = cluster.owner_of_session(session_id)

@@ -1,8 +1,9 @@
 """What one client, and all of them together, may ask of a server (``ServerConfig``).
 
 * ``limit_offers``: the middleware that names each request's client (``clients``) and spends
-  one of its offer budget per ``POST /offer`` (``offers_per_minute``, ``offers_burst``),
-  before anything is read or authenticated, so a flood costs a dict lookup per request.
+  one of its offer budget per ``POST /offer``, ``/whip/{room}`` or ``/whep/{room}``
+  (``offers_per_minute``, ``offers_burst``), before anything is read or authenticated, so a
+  flood costs a dict lookup per request.
 * ``admit_offer``: offers not connected yet (being negotiated, or answered and waiting for
   ICE) per client (``max_pending_per_client``) and in all (``max_pending``); they are closed
   ``connect_timeout_s`` after their answer (``peers``).
@@ -21,6 +22,7 @@ What the two refusals mean (docs/live.md, "Limits"):
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -35,7 +37,7 @@ from streamer.server.state import STATE, Peer, ServerState
 CAPACITY_RETRY_S = 5  # a session slot frees up when anyone leaves: ask again soon
 
 
-def limit_offers(offer_route: str, cluster: Cluster | None = None) -> Middleware:
+def limit_offers(offer_routes: Collection[str], cluster: Cluster | None = None) -> Middleware:
     """Names the client of every request (``clients.CLIENT``) and keeps each client to its
     offer budget (429). Requests from another worker were counted where they came in."""
 
@@ -45,7 +47,7 @@ def limit_offers(offer_route: str, cluster: Cluster | None = None) -> Middleware
         internal = cluster is not None and cluster.is_internal(request)
         client = client_address(request, state.clients, internal)
         request[CLIENT] = client
-        if not internal and request.match_info.route.name == offer_route:
+        if not internal and request.match_info.route.name in offer_routes:
             wait = state.clients.offers.take(client)
             if wait is not None:
                 raise RequestError(

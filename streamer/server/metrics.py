@@ -168,6 +168,19 @@ class ServerMetrics:
             ["role", "reason"],
             registry=registry,
         )
+        self.wish_sessions = Counter(
+            f"{PREFIX}_wish_sessions",
+            "Sessions opened over WHIP (publishers) and WHEP (viewers), by protocol.",
+            ["protocol"],
+            registry=registry,
+        )
+        self.ice_servers_handed = Counter(
+            f"{PREFIX}_ice_servers_handed",
+            "ICE server lists (with TURN credentials when configured) handed out, by route "
+            "(the WHIP/WHEP answers' Link headers are not counted here).",
+            ["route"],
+            registry=registry,
+        )
         registry.register(_LiveCollector(self))
         ProcessCollector(registry=registry)
 

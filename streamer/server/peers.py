@@ -7,7 +7,7 @@
   time); a viewer subscribes to its room's session. Whatever fails on the way is undone;
   an offer aiortc cannot answer is a 400 (one INFO line), not a failure of ours.
 * ``watch`` (part of ``negotiate``): a peer that has not connected within
-  ``connect_timeout_s``, whose connection fails or closes, that sends no RTCP for
+  ``connect_timeout_s``, whose connection fails or closes, that sends no RTCP and no media for
   ``peer_timeout_s`` (vanished), or whose session ended, is closed; so is a publisher whose
   mic sent nothing while its room had no viewer for ``idle_session_s``, and any peer after
   ``max_session_s``. A vanished peer is told of the close again for a while
@@ -46,6 +46,7 @@ from streamer.io.aiortc_workarounds import (
     sends_opus,
     use_loopback_candidates,
     use_low_latency_receive,
+    use_zero_playout_delay,
 )
 from streamer.io.trace import TraceWriter
 from streamer.io.webrtc import (
@@ -53,12 +54,12 @@ from streamer.io.webrtc import (
     SpeechAudioTrack,
     TrackObserver,
     close_quietly,
-    make_peer_connection,
     pump_mic,
 )
 from streamer.logs import bind, context_with
 from streamer.server.auth import OPEN
 from streamer.server.errors import RequestError
+from streamer.server.ice import ice_servers, peer_connection
 from streamer.server.offers import Offer, OfferError
 from streamer.server.rooms import Room
 from streamer.server.state import Peer, ServerState
@@ -85,7 +86,7 @@ async def negotiate(
     caller), ``None`` for a publisher; ``owner``: the credential subject the peer is bound to
     (``streamer.server.access``); ``client``: its address (``streamer.server.limits``)."""
     role = offer.role
-    pc = make_peer_connection(state.server.stun_url)
+    pc = peer_connection(ice_servers(state.config, time.time()))
     # 128 random bits: in open mode the id is the only capability to read or hang up.
     peer_id = state.id_prefix + secrets.token_hex(16)
     bind({"session_id": peer_id})  # this request's log lines (its task ends with it)
@@ -119,6 +120,9 @@ async def negotiate(
         _attach_outputs(pc, peer, state.metrics)
         use_loopback_candidates(pc, state.loopback)
         use_low_latency_receive(pc)
+        if role == "publisher":
+            # Its page does not sync the lips to the returned voice (web/app.js).
+            use_zero_playout_delay(pc)
         try:
             await pc.setLocalDescription(await pc.createAnswer())
         except OSError:
@@ -143,6 +147,7 @@ async def negotiate(
     activity = _Activity()
     if role == "publisher":
         room.publisher = peer
+        state.broadcasts.open_defaults(room.id, session)  # ``[broadcast]``: push, record
         if mic_tracks:
             peer.spawn(pump_mic(mic_tracks[0], activity.feeding(session.feed)), "mic")
     else:
@@ -198,9 +203,14 @@ def _describe_bad_offer(exc: Exception) -> str:
 
 def _attach_outputs(pc: RTCPeerConnection, peer: Peer, observer: TrackObserver) -> None:
     """Avatar video on the video m-line, the delayed speech on the audio m-line, each where
-    the remote receives."""
+    the remote receives; a section the remote only sends on is ``inactive``, unless it is a
+    publisher's microphone."""
     for transceiver in pc.getTransceivers():
         if not remote_receives(transceiver):
+            if not (transceiver.kind == "audio" and peer.role == "publisher"):
+                # Media sent to us that nothing reads (a WHIP client's video): not received
+                # at all, rather than decoded into a queue nobody empties.
+                transceiver.direction = "inactive"
             continue
         if transceiver.kind == "video":
             sub = peer.session.subscribe(f"{peer.role}-{peer.id}-video")
@@ -272,6 +282,11 @@ def _watch(state: ServerState, peer: Peer, pc: RTCPeerConnection, activity: _Act
                 for stat in (await sender.getStats()).values():
                     if stat.type == "remote-inbound-rtp" and stat.timestamp > heard:
                         heard = stat.timestamp
+            # A peer that only sends (a WHIP client) gets nothing to report on: its media is
+            # what is heard of it (the last RTP packet of each source).
+            for receiver in pc.getReceivers():
+                for source in receiver.getSynchronizationSources():
+                    heard = max(heard, source.timestamp)
             if (now - heard).total_seconds() > timeout:
                 log.info("%s %s sent nothing for %.0f s; closing", peer.role, peer.id, timeout)
                 close_later("vanished")
@@ -386,6 +401,7 @@ async def drain(state: ServerState) -> None:
     await asyncio.gather(*(p.session.drain(flush_s) for p in publishers), return_exceptions=True)
     await asyncio.gather(*(close_peer(state, p, "drain") for p in list(state.peers.values())))
     await asyncio.gather(*list(state.closing), return_exceptions=True)  # started elsewhere
+    await state.broadcasts.aclose()  # their sessions ended: recordings get their trailer
     tasks = list(state.tasks)
     for task in tasks:
         task.cancel()
@@ -408,4 +424,5 @@ def add_local_publisher(state: ServerState, session: LiveSession, room_id: str) 
     peer = Peer(id=session.id, role="publisher", room=room, pc=None, session=session)
     room.publisher = peer
     state.peers[peer.id] = peer
+    state.broadcasts.open_defaults(room.id, session)
     return peer

@@ -31,13 +31,23 @@ async def poster_jpeg(state: ServerState) -> bytes:
 
 
 def render_poster(stage_factory: StageFactory) -> bytes:
-    pipeline: Pipeline[Any] = Pipeline(list(stage_factory()))
+    stages = list(stage_factory())
+    idle = getattr(stages[-1], "idle_picture", None) if stages else None
+    if callable(idle):
+        # A renderer that offers one (the neural path: its photo) may take minutes per frame
+        # on a CPU; the pages would wait that long for their poster.
+        return _jpeg(idle())
+    pipeline: Pipeline[Any] = Pipeline(stages)
     silence = np.zeros((pipeline.delay_frames + POSTER_FRAMES) * SAMPLES_PER_FRAME, np.float32)
     frames = [f for f in pipeline.push(AudioChunk(silence, 0)) if isinstance(f, VideoFrame)]
     if not frames:
         raise ValueError("the stages make no pictures")
     rest = min(frames, key=lambda f: f.motion.blink)
-    ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(rest.image[..., ::-1]))
+    return _jpeg(rest.image)
+
+
+def _jpeg(image: np.ndarray) -> bytes:
+    ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]))
     if not ok:
         raise ValueError("JPEG encoding failed")
     return bytes(jpeg)

@@ -75,7 +75,10 @@ def security_headers(server: ServerConfig) -> ResponseHook:
             response.headers.add(hdrs.VARY, hdrs.ORIGIN)
         if origin is not None and origin in origins:
             response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
-            response.headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = "Retry-After"
+            # Location, ETag, Link: what a WHIP/WHEP client in a page reads of a 201.
+            response.headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = (
+                "Retry-After, Location, ETag, Link"
+            )
 
     return hook
 

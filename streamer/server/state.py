@@ -14,6 +14,7 @@ from aiohttp import web
 from aiortc import RTCPeerConnection
 
 from streamer.assembly import StageFactory
+from streamer.broadcast.room_outputs import RoomOutputs
 from streamer.clock import Clock
 from streamer.config import Config
 from streamer.fanout import Subscription
@@ -23,6 +24,7 @@ from streamer.server.auth import OPEN, Authenticator
 from streamer.server.clients import ClientLimits
 from streamer.server.cluster import Cluster, Forwarder
 from streamer.server.endings import Endings
+from streamer.server.ids import IdOwner, make_id, resolve_instance_id
 from streamer.server.metrics import ServerMetrics
 from streamer.server.offers import Role
 from streamer.server.rooms import Room, RoomRegistry
@@ -91,7 +93,11 @@ class ServerState:
             if cluster is not None
             else None
         )
-        self.id_prefix = cluster.prefix if cluster is not None else ""
+        # Every id this server makes names it (``streamer.server.ids``): the balancer in front
+        # of several instances, and the workers among themselves, route follow-ups by it.
+        self.instance_id = resolve_instance_id(config.server.instance_id)
+        worker = cluster.index if cluster is not None else None
+        self.id_prefix = make_id(IdOwner(self.instance_id, worker), "")
         auth = config.auth
         self.auth = Authenticator(auth.publisher_tokens, auth.viewer_tokens, auth.token_secret)
         self.peers: dict[str, Peer] = {}
@@ -104,6 +110,8 @@ class ServerState:
         self.closing: set[asyncio.Task[None]] = set()  # peer cleanups under way
         self.endings = Endings()  # why recent sessions ended, for their owners (410)
         self.metrics = ServerMetrics(self)
+        # Rooms' RTMP pushes and recordings (``streamer.broadcast``), counted in the metrics.
+        self.broadcasts = RoomOutputs(config.broadcast, self.id_prefix, self.metrics.registry)
         self.loopback = resolve_loopback_mode(self.server.ice_loopback, self.server.host)
         self.poster: asyncio.Future[bytes] | None = None  # JPEG of the avatar at rest
 

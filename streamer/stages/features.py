@@ -19,6 +19,16 @@ sample its STFT frame reads is complete (the official cut to whole frames; see
 needs at most: L = 0: 1 frame, L = 1: 2 frames, L >= 2: 3 frames. ``delay_frames`` is that
 maximum; some frames are ready one frame earlier (3.2 mel rows per frame do not align).
 
+Causal windows (``causal=True``, the mesh path's live default): no centred window and no
+wait. Frame i is emitted as soon as its own 640 samples are in (delay 0), and its window ends
+at the newest final row then, ``R_i = floor((640 (i + 1) - 400) / 200)`` (the last row whose
+STFT frame lies within the audio received): column 9 is row ``R_i``, columns 0..8 the rows
+before it, columns 10..15 repeat ``R_i``. So the articulator's columns (7..9) read the three
+newest rows, centred up to 160 samples before the frame's end, instead of rows that reach 280
+samples into the next frame: one frame (40 ms) sooner, the mouth following the audio 17.5 ms
+of centring earlier. Only for lip sources that read the frame's own columns; SadTalker's
+networks need the official windows.
+
 End of stream (``flush``): T = floor(total samples / 640) frames in all, the trailing < 640
 samples are dropped (official cut), and the remaining frames use the clip-end rule: rows
 clamped to ``min(R_i, T_mel - 1)``. The stage is then fresh again (position 0).
@@ -37,12 +47,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from msadtalker.audio.mel import N_FFT, N_MELS, WINDOW_FRAMES, mel_frame_count, window_start
+from msadtalker.audio.mel import (
+    HOP,
+    N_FFT,
+    N_MELS,
+    WINDOW_FRAMES,
+    mel_frame_count,
+    window_start,
+)
 from msadtalker.audio.mel_stream import MelStream
 from msadtalker.timing import SAMPLES_PER_FRAME
 from streamer.types import AudioChunk, FeatureFrame
 
 MAX_LOOKAHEAD = 3
+CAUSAL_COLUMN = 9  # the window column that holds the newest final row (causal windows)
 _COLUMNS = np.arange(WINDOW_FRAMES)
 
 
@@ -58,6 +76,12 @@ def _blocks_needed(index: int, reach: int) -> int:
     return max(rows_ready, index + 1)
 
 
+def causal_last_row(index: int) -> int:
+    """Newest mel row final when frame ``index``'s own audio is complete (causal windows)."""
+    # Row j reads samples up to 200 j + 399 (centred STFT, 400 each side).
+    return max(0, (SAMPLES_PER_FRAME * (index + 1) - N_FFT // 2) // HOP)
+
+
 def feature_delay_frames(lookahead_frames: int) -> int:
     """Worst case, over all frames, of the frames of audio needed past the frame's own end."""
     reach = window_reach(lookahead_frames)
@@ -69,12 +93,15 @@ def feature_delay_frames(lookahead_frames: int) -> int:
 class FeatureStage:
     """AudioChunk -> FeatureFrame. Delay: ``feature_delay_frames(L)`` frames (1, 2, 3, 3)."""
 
-    def __init__(self, lookahead_frames: int = 0) -> None:
+    def __init__(self, lookahead_frames: int = 0, causal: bool = False) -> None:
         if not 0 <= lookahead_frames <= MAX_LOOKAHEAD:
             raise ValueError(f"lookahead_frames must be in 0..{MAX_LOOKAHEAD}")
+        if causal and lookahead_frames:
+            raise ValueError("causal feature windows take no lookahead")
         self._lookahead = lookahead_frames
+        self._causal = causal
         self._reach = window_reach(lookahead_frames)
-        self._delay = feature_delay_frames(lookahead_frames)
+        self._delay = 0 if causal else feature_delay_frames(lookahead_frames)
         # History: reset() rewinds the mel stream to at most delay + 2 frames (+ one STFT
         # frame) behind the newest sample.
         self._history = SAMPLES_PER_FRAME * (self._delay + 3) + N_FFT
@@ -98,6 +125,10 @@ class FeatureStage:
     @property
     def lookahead_frames(self) -> int:
         return self._lookahead
+
+    @property
+    def causal(self) -> bool:
+        return self._causal
 
     def push(self, item: AudioChunk) -> list[FeatureFrame]:
         if item.start != self._position:
@@ -136,7 +167,14 @@ class FeatureStage:
 
     # ------------------------------------------------------------------ internals
 
+    def _window_start(self, index: int) -> int:
+        if self._causal:
+            return causal_last_row(index) - CAUSAL_COLUMN
+        return window_start(index)
+
     def _window_limit(self, index: int) -> int:
+        if self._causal:
+            return causal_last_row(index)
         return max(0, window_start(index) + self._reach)
 
     def _ready(self, index: int) -> bool:
@@ -148,13 +186,13 @@ class FeatureStage:
             self._rows = np.concatenate([self._rows, rows]) if len(self._rows) else rows
 
     def _emit(self, index: int, limit: int) -> FeatureFrame:
-        rows = np.clip(window_start(index) + _COLUMNS, 0, limit) - self._rows_base
+        rows = np.clip(self._window_start(index) + _COLUMNS, 0, limit) - self._rows_base
         mel = np.ascontiguousarray(self._rows[rows].T, dtype=np.float32)
         audio = self._audio[:SAMPLES_PER_FRAME].copy()
         self._audio = self._audio[SAMPLES_PER_FRAME:]
         self._next_index = index + 1
         # Rows before the next frame's window start are never read again.
-        drop = max(0, window_start(self._next_index)) - self._rows_base
+        drop = max(0, self._window_start(self._next_index)) - self._rows_base
         if drop > 0:
             self._rows = self._rows[drop:]
             self._rows_base += drop

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from typing import Literal
 
+import cv2
+import numpy as np
+
 from msadtalker.neural.render import NeuralRenderer
 from streamer.types import MotionFrame, VideoFrame
 
@@ -41,6 +44,17 @@ class NeuralRenderStage:
     @property
     def delay_frames(self) -> int:
         return 0
+
+    def idle_picture(self) -> np.ndarray:
+        """The photo (its crop, or all of it in "full" mode): what a live session shows until
+        its first picture is rendered (``streamer.live_render``)."""
+        avatar = self._renderer.avatar
+        if self._mode == "full":
+            return avatar.original
+        size = self._renderer.size
+        if avatar.image.shape[:2] == (size, size):
+            return avatar.image
+        return np.asarray(cv2.resize(avatar.image, (size, size), interpolation=cv2.INTER_AREA))
 
     def push(self, item: MotionFrame) -> list[VideoFrame]:
         if item.kp_driving is None:

@@ -1,0 +1,172 @@
+"""The pages as people use them, in Debian chromium (headless, playwright): the latency bench's
+page hook, the returned voice off on the publisher page, endings and retries, and a microphone
+that is blocked or silent. Fails rather than skips without chromium, like
+``tests/test_server_browser.py`` (``bash .ci/run`` installs it)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+from aiohttp.test_utils import TestServer
+from live_fakes import stages_under_test
+from playwright.async_api import Browser, Page, async_playwright
+
+from msadtalker.errors import ConfigError
+from msadtalker.timing import SAMPLE_RATE
+from streamer.bench.browser import BrowserRun, chromium_args, chromium_path
+from streamer.bench.latency import bench_browser_latency
+from streamer.bench.signals import onset_speech
+from streamer.config import Config, ServerConfig
+from streamer.server.app import make_app
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    try:
+        return chromium_path()
+    except ConfigError as exc:
+        pytest.fail(f'{exc}; or deselect the browser tests with -m "not browser"', pytrace=False)
+
+
+def _config() -> Config:
+    return Config(server=ServerConfig(jitter_ms=20))
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[TestServer]:
+    srv = TestServer(make_app(_config(), stages_under_test(_config())), host="127.0.0.1")
+    await srv.start_server()
+    yield srv
+    await srv.close()
+
+
+@pytest.fixture
+async def browser(chromium: str) -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        launched = await pw.chromium.launch(executable_path=chromium, args=chromium_args())
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def _until(page: Page, expression: str, what: str, timeout_s: float = 20.0) -> Any:
+    """Until ``expression`` is truthy in ``page`` (polled: the pages' CSP forbids eval)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not (value := await page.evaluate(expression)):
+        if loop.time() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s:g} s")
+        await asyncio.sleep(0.05)
+    return value
+
+
+def _url(server: TestServer) -> str:
+    return str(server.make_url("")).rstrip("/")
+
+
+async def test_the_bench_reads_every_onset_off_the_frames_both_pages_present(
+    server: TestServer, chromium: str
+) -> None:
+    speech = onset_speech(bursts=4)
+    run = BrowserRun(minutes=0.3, threshold=0.0)
+    result = await bench_browser_latency(
+        stages_under_test(_config()), speech, [], run, url=_url(server)
+    )
+    for page in ("publisher", "viewer"):
+        figures = result[page]
+        assert figures["onsets"] >= 6, figures
+        # The page's mouth reading finds (nearly) every burst in what it presented.
+        assert figures["measured"] >= figures["onsets"] - 2, figures
+        assert figures["latency_ms"]["p50"] > 0
+        assert [m["minute"] for m in figures["per_minute"]] == [1]
+    assert result["server"]["frames_out"] > 0
+
+
+async def test_the_publisher_hears_itself_only_when_it_asks(
+    server: TestServer, browser: Browser
+) -> None:
+    page = await browser.new_page()
+    await page.goto(f"{_url(server)}/?bench=1")
+    await page.evaluate("window.msadtalkerBench.configure({bursts: [[0.1, -0.1]]})")
+    await page.click("#start")
+    await _until(page, "window.msadtalker.status === 'live'", "the publisher live")
+    assert await page.evaluate("document.getElementById('avatar').muted")
+    await page.click("#listen")
+    assert not await page.evaluate("document.getElementById('avatar').muted")
+    assert await page.get_attribute("#listen", "aria-pressed") == "true"
+    viewer = await browser.new_page()
+    room = await page.evaluate("window.msadtalker.room")
+    await viewer.goto(f"{_url(server)}/viewer?room={room}")
+    await viewer.click("#start")
+    await _until(viewer, "window.msadtalker.status === 'live'", "the viewer live")
+    assert not await viewer.evaluate("document.getElementById('avatar').muted")
+    # The word and the bar show one figure.
+    await _until(page, "window.msadtalker.server !== null", "the figures")
+    word = await page.inner_text("#silence")
+    width = float((await page.evaluate("document.getElementById('weight').style.width"))[:-1])
+    assert (word == "silent") == (width == 0.0), (word, width)
+
+
+async def test_every_page_shows_the_servers_shutdown_and_retries_with_back_off(
+    browser: Browser,
+) -> None:
+    srv = TestServer(make_app(_config(), stages_under_test(_config())), host="127.0.0.1")
+    await srv.start_server()
+    console: list[str] = []
+    try:
+        publisher = await browser.new_page()
+        publisher.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+        await publisher.goto(f"{_url(srv)}/?bench=1")
+        await publisher.evaluate("window.msadtalkerBench.configure({bursts: [[0.1, -0.1]]})")
+        await publisher.click("#start")
+        await _until(publisher, "window.msadtalker.status === 'live'", "the publisher live")
+        room = await publisher.evaluate("window.msadtalker.room")
+        viewer = await browser.new_page()
+        await viewer.goto(f"{_url(srv)}/viewer?room={room}")
+        await viewer.click("#start")
+        await _until(viewer, "window.msadtalker.framesPresented > 5", "the viewer's frames")
+    finally:
+        await srv.close()  # drains: the server closes every peer connection
+    # Before this, a page stayed "live" until ICE consent expired (~17-30 s).
+    for page in (publisher, viewer):
+        await _until(page, "window.msadtalker.ended !== null", "the ending shown", 5.0)
+        assert "ended" in await page.inner_text("#error")
+    # The server does not come back: the attempts wait longer and longer.
+    await _until(publisher, "window.msadtalker.retryDelayMs >= 2000", "a second, longer wait")
+    assert len(console) < 10, console
+
+
+async def test_the_page_says_what_is_wrong_with_the_microphone(
+    server: TestServer, chromium: str, tmp_path: Path
+) -> None:
+    silent = tmp_path / "silence.wav"
+    sf.write(silent, np.zeros(SAMPLE_RATE, np.float32), SAMPLE_RATE, subtype="PCM_16")
+    blocked = [a for a in chromium_args() if a != "--use-fake-ui-for-media-stream"]
+    fake_silent = [
+        *chromium_args(),
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={silent}",
+    ]
+    async with async_playwright() as pw:
+        for args, expression, expected in (
+            (blocked, "window.msadtalker.error", "microphone"),  # blocked, or none here
+            (fake_silent, "window.msadtalker.notice", "delivers silence"),
+        ):
+            browser = await pw.chromium.launch(executable_path=chromium, args=args)
+            try:
+                page = await browser.new_page()
+                await page.goto(f"{_url(server)}/")
+                await page.click("#start")
+                said = await _until(page, expression, f"the page naming '{expected}'")
+                assert expected in said
+            finally:
+                await browser.close()
