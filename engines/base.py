@@ -34,7 +34,7 @@ from msadtalker.catalog import NETWORKS
 if TYPE_CHECKING:  # torch is only needed by the backends themselves
     from msadtalker.models.contract import ExportContract
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "tensorrt", "triton")
 
 
 class EngineUnavailable(RuntimeError):

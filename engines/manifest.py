@@ -257,10 +257,14 @@ class NetworkEntry:
     outputs: tuple[TensorEntry, ...]
     parity: ParityEntry | None = None
     plan: PlanEntry | None = None
+    # How the generator's volume warps were exported: "volumetric" (5-D GridSample, opset
+    # 20) or "sliced" (2-D GridSample over depth slices; msadtalker.models.volume_sampling).
+    warp: str = "volumetric"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "file": self.file,
+            "warp": self.warp,
             "sha256": self.sha256,
             "bytes": self.bytes,
             "opset": self.opset,
@@ -286,6 +290,7 @@ class NetworkEntry:
             outputs=tuple(TensorEntry.from_json(item) for item in data["outputs"]),
             parity=None if parity is None else ParityEntry.from_json(parity),
             plan=None if plan is None else PlanEntry.from_json(plan),
+            warp=str(data.get("warp", "volumetric")),
         )
 
 

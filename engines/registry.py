@@ -23,6 +23,7 @@ OPENERS = MappingProxyType(
         "torch": ("engines.torch_engine", "open_torch_engines"),
         "onnxruntime": ("engines.onnx_engine", "open_onnxruntime_engines"),
         "tensorrt": ("engines.tensorrt_engine", "open_tensorrt_engines"),
+        "triton": ("engines.triton_engine", "open_triton_engines"),
     }
 )
 DEVICES = ("auto", "cpu", "cuda")
@@ -34,8 +35,11 @@ def open_engines(
     size: int,
     networks: Iterable[str],
     device: str = "auto",
+    url: str | None = None,
 ) -> EngineSet:
     """The engines of ``networks`` for render size ``size`` on ``backend``.
+
+    ``url``: the inference server of a remote backend (``triton``); local backends take none.
 
     Raises ``ConfigError`` for an unknown backend name, ``CheckpointError`` for a bad
     checkpoint directory and ``EngineUnavailable`` when the backend cannot serve here.
@@ -54,5 +58,10 @@ def open_engines(
         raise EngineUnavailable(
             f"{backend}: needs the Python package {exc.name!r}, which is not installed"
         ) from None
-    engine_set: EngineSet = getattr(module, opener)(checkpoints, size, list(networks), device)
+    options = {} if url is None else {"url": url}
+    if url is not None and backend != "triton":
+        raise ConfigError(f"--engine-url is for the triton backend, not {backend}")
+    engine_set: EngineSet = getattr(module, opener)(
+        checkpoints, size, list(networks), device, **options
+    )
     return engine_set

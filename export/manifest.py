@@ -97,6 +97,7 @@ def network_entry(
     opset: int,
     contract: ExportContract,
     parity: ParityEntry | None,
+    warp: str = "volumetric",
 ) -> NetworkEntry:
     return NetworkEntry(
         network=network,
@@ -109,6 +110,7 @@ def network_entry(
         outputs=tuple(TensorEntry.from_spec(spec) for spec in contract.outputs),
         parity=parity,
         plan=None,
+        warp=warp,
     )
 
 

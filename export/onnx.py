@@ -12,6 +12,9 @@ Exporter choices (measured with torch 2.13, onnx 1.23, onnxruntime 1.32; docs/ex
 
 * Opset 20 by default: the generator's two 5-D ``grid_sample`` calls are only in the ONNX
   GridSample specification from opset 20 (``MIN_OPSETS``); the other networks export at 17+.
+  ``warp="sliced"`` exports those warps as 2-D grid samples over depth slices
+  (``msadtalker.models.volume_sampling``), for runtimes without 5-D GridSample; the generator
+  then exports at 17+ too, and its parity is still judged against the volumetric torch module.
 * The TorchScript exporter (``dynamo=False``). The torch.export-based one needs onnxscript
   (not in the verified environment) and exports the generator with an off-spec opset-17
   GridSample when asked for less than 18. Its deprecation warning and two known-benign
@@ -45,6 +48,7 @@ from export.tolerance import Tolerance
 from msadtalker.catalog import MAPPING_FILES, NETWORKS, STREAMING_NETWORKS, VIEWS, base_network
 from msadtalker.errors import ConfigError
 from msadtalker.models.contract import ExportContract
+from msadtalker.models.volume_sampling import SAMPLERS, use_volume_sampler
 from msadtalker.weights import (
     build_network,
     build_view,
@@ -101,12 +105,17 @@ class ExportedNetwork:
     parity_seconds: float
 
 
-def check_opset(network: str, opset: int) -> None:
-    minimum = max(MIN_OPSET, MIN_OPSETS.get(network, MIN_OPSET))
+WARPS = tuple(SAMPLERS)  # volumetric (default), sliced
+
+
+def check_opset(network: str, opset: int, warp: str = "volumetric") -> None:
+    if warp not in WARPS:
+        raise ConfigError(f"--warp {warp}: choose from {', '.join(WARPS)}")
+    minimum = MIN_OPSET if warp == "sliced" else max(MIN_OPSET, MIN_OPSETS.get(network, MIN_OPSET))
     if opset < minimum:
         raise ConfigError(
             f"--opset {opset}: {network} needs opset >= {minimum} (5-D GridSample is in ONNX "
-            "from opset 20)"
+            "from opset 20)" + " (or export with --warp sliced)"
             if minimum >= 20
             else f"--opset {opset}: {network} needs opset >= {minimum}"
         )
@@ -297,13 +306,20 @@ def export_network(
     opset: int = DEFAULT_OPSET,
     parity: bool = True,
     grow_batch: bool = True,
+    warp: str = "volumetric",
 ) -> ExportedNetwork:
-    """Export one built module as ``<out_dir>/<network>.onnx`` and check it against torch."""
-    check_opset(network, opset)
+    """Export one built module as ``<out_dir>/<network>.onnx`` and check it against torch.
+
+    ``warp``: the form of the volume warps in the file; the torch reference of the parity
+    check is always the volumetric module (the official computation)."""
+    check_opset(network, opset, warp)
     contract = contract_for(network, size)
     path = out_dir / f"{network}.onnx"
     started = time.perf_counter()
-    export_onnx(module, contract, path, opset)
+    try:
+        export_onnx(use_volume_sampler(module, warp), contract, path, opset)
+    finally:
+        use_volume_sampler(module, "volumetric")
     exported = time.perf_counter()
     figures = None
     if parity:
@@ -368,6 +384,7 @@ def export_checkpoints(
     parity: bool = True,
     grow_batch: bool = True,
     progress: Callable[[ExportedNetwork], None] | None = None,
+    warp: str = "volumetric",
 ) -> list[ExportedNetwork]:
     """Export ``networks`` of the checkpoint set for render size ``size`` into ``out_dir`` and
     record each in its manifest. Bad checkpoints / flags / out dir raise an ``InputError``
@@ -377,7 +394,7 @@ def export_checkpoints(
     require_onnx()
     wanted = resolve_networks(networks)
     for network in wanted:
-        check_opset(network, opset)
+        check_opset(network, opset, warp)
     mapping = [n for n in wanted if n in MAPPING_FILES]
     files = locate_checkpoints(checkpoints, size, mapping)
     validate_safetensors(files.safetensors)
@@ -388,8 +405,9 @@ def export_checkpoints(
     manifest = open_manifest(out_dir, fingerprint, names, size)
     results = []
     for network, module in built_modules(files.directory, size, wanted):
-        result = export_network(network, module, size, out_dir, opset, parity, grow_batch)
-        entry = network_entry(network, result.path, opset, result.contract, result.parity)
+        result = export_network(network, module, size, out_dir, opset, parity, grow_batch, warp)
+        warped = warp if base_network(network) == "generator" else "volumetric"
+        entry = network_entry(network, result.path, opset, result.contract, result.parity, warped)
         manifest = record(out_dir, manifest, entry)
         results.append(result)
         if progress is not None:

@@ -10,6 +10,9 @@ Networks run through an ``engines`` EngineSet (``make_engine`` opens one with
 wrapped in a ``ParityEngine``: ``engine.network(name)`` returns a callable taking numpy inputs in
 the network's ``ExportContract`` input order and returning its outputs by contract output name,
 or ``None`` when the set cannot serve that network (then its checks are reported as skipped).
+The generator is checked whole or as its split pair (source encoder once + per-frame render,
+what ``msadtalker export`` writes by default and a stream runs): ``make_engine`` picks the form
+the set can serve, so export-then-check-parity needs no extra export.
 Pure functions (alignment, keypoint transformation, the mel) are called directly. A skipped
 check proves nothing: ``all_ok`` is true only when every check ran and passed.
 """
@@ -28,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines.base import EngineSet, EngineUnavailable
+from engines.base import EngineSet, EngineUnavailable, first_line
 from engines.registry import open_engines
 from export.tolerance import Tolerance
 from msadtalker.catalog import mapping_network
@@ -47,9 +50,12 @@ log = logging.getLogger(__name__)
 
 Arrays = Mapping[str, np.ndarray]
 NetworkFn = Callable[..., dict[str, np.ndarray]]
+FrameFn = Callable[[np.ndarray, np.ndarray], Arrays]  # (kp_source, kp_driving) -> outputs
 
 EXPNET_CHUNK = 10  # upstream runs ExpNet on chunks of 10 frames
 MAPPING_OUTPUTS = ("yaw", "pitch", "roll", "t", "exp")
+SPLIT_GENERATOR = ("generator_source_encoder", "generator_render")
+GENERATOR_FORMS = ("auto", "whole", "split")
 
 
 # --- results ------------------------------------------------------------------------------------
@@ -117,12 +123,15 @@ class ParityEngine:
 
     The callable takes numpy inputs in the network's ``ExportContract`` order and returns its
     outputs by contract name; ``None`` (the check is reported as skipped, with the reason in
-    ``unavailable``) when the set cannot serve that network.
+    ``unavailable``) when the set cannot serve that network. ``split_generator``: the set
+    serves the generator as its split pair (what a stream runs and what the default export
+    holds), not as the whole network; see :meth:`generator`.
     """
 
-    def __init__(self, engines: EngineSet) -> None:
+    def __init__(self, engines: EngineSet, split_generator: bool = False) -> None:
         self.engines = engines
         self.name = engines.backend
+        self.split_generator = split_generator
         self.unavailable: dict[str, str] = {}
 
     def network(self, name: str) -> NetworkFn | None:
@@ -137,6 +146,64 @@ class ParityEngine:
 
         return run
 
+    def generator(self) -> Callable[[np.ndarray], FrameFn] | None:
+        """``prepare(source_image) -> render(kp_source, kp_driving)``, or None if unavailable.
+
+        With the split pair the source encoder runs once in ``prepare`` (batch 1) and each
+        render call broadcasts its features over the keypoint batch, as a live session does;
+        its outputs are the prediction only. The whole generator gives all four outputs."""
+        if not self.split_generator:
+            whole = self.network("generator")
+            if whole is None:
+                return None
+
+            def prepare_whole(source: np.ndarray) -> FrameFn:
+                def render(kp_source: np.ndarray, kp_driving: np.ndarray) -> Arrays:
+                    batch = kp_driving.shape[0]
+                    return whole(_rows(source, batch), kp_source, kp_driving)
+
+                return render
+
+            return prepare_whole
+        encode, render_view = (self.network(name) for name in SPLIT_GENERATOR)
+        if encode is None or render_view is None:
+            return None
+
+        def prepare_split(source: np.ndarray) -> FrameFn:
+            features = encode(source)
+            volume, compressed = features["source_volume"], features["source_compressed"]
+
+            def render(kp_source: np.ndarray, kp_driving: np.ndarray) -> Arrays:
+                batch = kp_driving.shape[0]
+                return render_view(
+                    _rows(volume, batch), _rows(compressed, batch), kp_source, kp_driving
+                )
+
+            return render
+
+        return prepare_split
+
+    @property
+    def generator_label(self) -> str:
+        return " + ".join(SPLIT_GENERATOR) if self.split_generator else "generator"
+
+
+def _rows(array: np.ndarray, batch: int) -> np.ndarray:
+    """``array`` with ``batch`` rows: as is, or its single row repeated."""
+    if array.shape[0] == batch:
+        return array
+    if array.shape[0] != 1:
+        raise ValueError(f"cannot broadcast a batch of {array.shape[0]} to {batch}")
+    return np.repeat(array, batch, axis=0)
+
+
+def with_split_generator(networks: Iterable[str]) -> list[str]:
+    """``networks`` with the whole generator replaced by its split pair."""
+    out: list[str] = []
+    for name in networks:
+        out.extend(SPLIT_GENERATOR if name == "generator" else (name,))
+    return list(dict.fromkeys(out))
+
 
 def make_engine(
     engine: str,
@@ -144,13 +211,44 @@ def make_engine(
     size: int,
     networks: Iterable[str],
     device: str = "cpu",
+    generator: str = "auto",
 ) -> ParityEngine:
-    """Open ``networks`` on backend ``engine``; an unusable backend is a one-line ConfigError."""
-    try:
-        engines = open_engines(engine, checkpoints, size, networks, device)
-    except EngineUnavailable as exc:
-        raise ConfigError(f"--engine {engine}: {exc}") from None
-    return ParityEngine(engines)
+    """Open ``networks`` on backend ``engine``; an unusable backend is a one-line ConfigError.
+
+    When the generator is asked for, ``generator`` picks its form: ``whole``, ``split`` (the
+    source encoder + per-frame render pair), or ``auto``: the whole one on torch (it serves
+    both; the whole one has the motion by-products to compare too) and the split pair on the
+    exported backends (what a stream runs and what ``msadtalker export`` writes by default),
+    each falling back to the other form when the set cannot open it (logged)."""
+    if generator not in GENERATOR_FORMS:
+        raise ConfigError(
+            f"generator form must be one of {', '.join(GENERATOR_FORMS)}, got {generator!r}"
+        )
+    wanted = list(networks)
+    whole, split = (wanted, False), (with_split_generator(wanted), True)
+    if "generator" not in wanted or generator == "whole":
+        candidates = [whole]
+    elif generator == "split":
+        candidates = [split]
+    else:
+        candidates = [whole, split] if engine == "torch" else [split, whole]
+    first_error: EngineUnavailable | None = None
+    for names, is_split in candidates:
+        try:
+            engines = open_engines(engine, checkpoints, size, names, device)
+        except EngineUnavailable as exc:
+            if first_error is None:
+                first_error = exc
+            log.info("%s: cannot open %s (%s)", engine, ", ".join(names), first_line(exc))
+            continue
+        if first_error is not None:
+            log.info("%s: checking the generator as %s", engine, _form(is_split))
+        return ParityEngine(engines, split_generator=is_split)
+    raise ConfigError(f"--engine {engine}: {first_error}")
+
+
+def _form(split: bool) -> str:
+    return "its split pair " + " + ".join(SPLIT_GENERATOR) if split else "the whole generator"
 
 
 # --- golden file --------------------------------------------------------------------------------
@@ -353,6 +451,8 @@ _GENERATOR_CHECKS = (
 
 
 def check_generator(golden: Arrays, engine: ParityEngine) -> list[ParityResult]:
+    """The golden generator call. The split pair has only the prediction as an output (the
+    motion by-products stay inside its render graph), so it is judged on that one."""
     _need(
         golden,
         "source_image",
@@ -360,16 +460,17 @@ def check_generator(golden: Arrays, engine: ParityEngine) -> list[ParityResult]:
         "gen_kp_driving",
         *(key for _, _, key, _ in _GENERATOR_CHECKS),
     )
-    run = engine.network("generator")
-    if run is None:
-        return [
-            skipped(name, tol, f"{engine.name}: no generator")
-            for name, _, _, tol in _GENERATOR_CHECKS
-        ]
-    batch = golden["gen_kp_driving"].shape[0]
-    source = np.repeat(golden["source_image"], batch, axis=0)
-    out = run(source, golden["gen_kp_source"], golden["gen_kp_driving"])
-    return [compare(name, out[key], golden[ref], tol) for name, key, ref, tol in _GENERATOR_CHECKS]
+    checks = _GENERATOR_CHECKS[-1:] if engine.split_generator else _GENERATOR_CHECKS
+    prepare = engine.generator()
+    if prepare is None:
+        reason = f"{engine.name}: no {engine.generator_label}"
+        return [skipped(name, tol, reason) for name, _, _, tol in checks]
+    out = prepare(golden["source_image"])(golden["gen_kp_source"], golden["gen_kp_driving"])
+    results = [compare(name, out[key], golden[ref], tol) for name, key, ref, tol in checks]
+    if engine.split_generator:
+        note = f"via {engine.generator_label}"
+        results = [dataclasses.replace(r, note=r.note or note) for r in results]
+    return results
 
 
 def e2e_targets(golden: Arrays) -> list[tuple[str, int, int, int]]:
@@ -402,17 +503,18 @@ def check_e2e(golden: Arrays, engine: ParityEngine) -> list[ParityResult]:
     mapping_name = mapping_network(int(source_semantics.shape[1]))
     detect = engine.network("kp_extractor")
     mapping = engine.network(mapping_name)
-    generator = engine.network("generator")
-    if detect is None or mapping is None or generator is None:
+    prepare = engine.generator()
+    if detect is None or mapping is None or prepare is None:
         return [
             skipped(
                 "e2e_frames",
                 TOL_E2E,
-                f"{engine.name}: needs kp_extractor, {mapping_name} and generator",
+                f"{engine.name}: needs kp_extractor, {mapping_name} and {engine.generator_label}",
             )
         ]
     batch = source_semantics.shape[0]
     source = np.repeat(golden["source_image"], batch, axis=0)
+    render = prepare(golden["source_image"])  # per avatar, once
     kp_canonical = torch.from_numpy(detect(source)["keypoints"])
     kp_source = keypoint_transformation(kp_canonical, _mapping_output(mapping(source_semantics)))
     last_step = max(last for _, _, _, last in targets)
@@ -420,7 +522,7 @@ def check_e2e(golden: Arrays, engine: ParityEngine) -> list[ParityResult]:
     for step in range(last_step + 1):
         motion = _mapping_output(mapping(golden["e2e_target_semantics"][:, step]))
         kp_driving = keypoint_transformation(kp_canonical, motion)
-        frames.append(generator(source, kp_source.numpy(), kp_driving.numpy())["prediction"])
+        frames.append(render(kp_source.numpy(), kp_driving.numpy())["prediction"])
     rendered = np.stack(frames, axis=1)  # (batch, steps, 3, S, S)
     ours = np.concatenate([rendered[row, first : last + 1] for _, row, first, last in targets])
     theirs = np.concatenate([golden[key] for key, _, _, _ in targets])
@@ -451,6 +553,8 @@ _GROUP_NETWORKS = {
 
 
 def networks_for(golden: Arrays, groups: Iterable[str]) -> list[str]:
+    """The engine networks the ``groups`` need (the generator by its whole name:
+    :func:`make_engine` decides its form)."""
     groups = list(groups)
     networks = [net for group in groups for net in _GROUP_NETWORKS.get(group, ())]
     if "mapping" in groups:

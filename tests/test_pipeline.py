@@ -160,4 +160,6 @@ def test_declared_delay_is_kept(audio: np.ndarray, lookahead_ms: int) -> None:
             waits.append(chunk.end // SAMPLES_PER_FRAME - (frame.index + 1))
     assert max(waits) == pipeline.delay_frames
     assert min(waits) >= 0
-    assert pipeline.delay_frames == {0: 1, 40: 2, 80: 3}[lookahead_ms]
+    # At lookahead 0 the mesh path reads causal feature windows (no frame of delay); with a
+    # lookahead the centred windows come back (one frame) plus the silence lookahead.
+    assert pipeline.delay_frames == {0: 0, 40: 2, 80: 3}[lookahead_ms]

@@ -33,6 +33,7 @@ from msadtalker.models.blocks import (
     coordinate_grid,
     gaussian_heatmaps,
 )
+from msadtalker.models.volume_sampling import VolumeSampler, trilinear_sample
 
 NUM_KP = 15
 NUM_MOTIONS = NUM_KP + 1
@@ -128,6 +129,8 @@ class DenseMotionNetwork(nn.Module):
         self.compress = nn.Conv3d(FEATURE_CHANNELS, COMPRESSED_CHANNELS, 1)
         self.norm = nn.BatchNorm3d(COMPRESSED_CHANNELS)
         self.occlusion = nn.Conv2d(hidden * _DEPTH, 1, 7, padding=3)
+        # the warp; export may swap in the 2-D form (msadtalker.models.volume_sampling)
+        self.sample_volume: VolumeSampler = trilinear_sample
 
     def compress_volume(self, volume: torch.Tensor) -> torch.Tensor:
         """(B, 32, d, h, w) source features -> (B, 4, d, h, w) compressed features."""
@@ -149,13 +152,9 @@ class DenseMotionNetwork(nn.Module):
 
         motions = self._sparse_motions(grid, kp_source, kp_driving)  # (B, 16, d, h, w, 3)
         per_motion = compressed.unsqueeze(1).expand(-1, NUM_MOTIONS, -1, -1, -1, -1)
-        deformed = F.grid_sample(
-            per_motion.flatten(0, 1),
-            motions.flatten(0, 1),
-            mode="bilinear",
-            padding_mode="zeros",
-            align_corners=False,
-        ).view(batch, NUM_MOTIONS, -1, depth, height, width)  # (B, 16, 4, d, h, w)
+        deformed = self.sample_volume(per_motion.flatten(0, 1), motions.flatten(0, 1)).view(
+            batch, NUM_MOTIONS, -1, depth, height, width
+        )  # (B, 16, 4, d, h, w)
 
         heat = gaussian_heatmaps(kp_driving, grid, _HEATMAP_VARIANCE) - gaussian_heatmaps(
             kp_source, grid, _HEATMAP_VARIANCE

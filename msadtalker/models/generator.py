@@ -26,13 +26,13 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from msadtalker.models.blocks import DownBlock2d, ResBlock3d, SameBlock2d
 from msadtalker.models.contract import ExportContract, TensorSpec
 from msadtalker.models.dense_motion import NUM_KP, NUM_MOTIONS, DenseMotionNetwork
 from msadtalker.models.spade import SPADEDecoder
+from msadtalker.models.volume_sampling import VolumeSampler, trilinear_sample
 
 _VOLUME_CHANNELS = 32
 _VOLUME_DEPTH = 16
@@ -75,6 +75,8 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         self.third = SameBlock2d(_VOLUME_CHANNELS * _VOLUME_DEPTH, 256, leaky=True)
         self.fourth = nn.Conv2d(256, 256, 1)
         self.decoder = SPADEDecoder(in_ch=256, out_ch=64)
+        # the warp; export may swap in the 2-D form (msadtalker.models.volume_sampling)
+        self.sample_volume: VolumeSampler = trilinear_sample
         self.eval()
 
     def encode_source(self, source_image: torch.Tensor) -> SourceFeatures:
@@ -94,13 +96,7 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         motion = self.dense_motion_network.from_compressed(source.compressed, kp_source, kp_driving)
         volume = source.volume.expand(kp_driving.shape[0], -1, -1, -1, -1)
         # 5-D "bilinear" is trilinear; align_corners=False as upstream (grid spans [-1, 1]).
-        warped = F.grid_sample(
-            volume,
-            motion.deformation,
-            mode="bilinear",
-            padding_mode="zeros",
-            align_corners=False,
-        )
+        warped = self.sample_volume(volume, motion.deformation)
         out = self.fourth(self.third(warped.flatten(1, 2)))
         prediction = self.decoder(out * motion.occlusion_map)
         return GeneratorOutput(

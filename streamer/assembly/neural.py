@@ -4,9 +4,11 @@
 serve, kiosk and the benches) and ``neural_motion_factory`` (``msadtalker motion
 --checkpoints``: the neural lip source, no generator) do, once per process:
 
-1. open the engines (``engines.registry.open_engines``, backend and device from
-   ``render.engine`` / ``render.device``): the checkpoint set is validated here, so a bad
-   directory is one clear error before any stream starts;
+1. open the engines (``engines.registry.open_engines``, backend, device and server URL from
+   ``render.engine`` / ``render.device`` / ``render.engine_url``): the checkpoint set is
+   validated here, so a bad directory is one clear error before any stream starts; with
+   ``render.batch_max`` > 1 the per-frame networks are batched across the sessions that share
+   them (``engines.batching_engine``);
 2. prepare the avatar (``msadtalker.avatar``) and the neural source (cached on disk by avatar
    + checkpoint fingerprint), derive the per-checkpoint constants (blink column, lip
    keypoints; cached by fingerprint), encode the generator source (kept in memory);
@@ -30,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from engines.base import EngineSet, EngineUnavailable
+from engines.batching import BatchPolicy
+from engines.batching_engine import BatchingEngineSet
 from engines.registry import open_engines
 from msadtalker.avatar import PreparedAvatar, prepare_avatar
 from msadtalker.catalog import MOTION_NETWORKS, RENDER_NETWORKS, mapping_for_mode
@@ -66,6 +70,19 @@ def mapping_lookahead(config: Config, lookahead_ms: int | None = None) -> int:
     return min(lookahead_frames(config, lookahead_ms), RADIUS)
 
 
+def _open_engines(config: Config, directory: Path, networks: list[str]) -> EngineSet:
+    """The configured backend; torch with ``precision`` / ``cuda_graphs`` set is the fast GPU
+    path (engines.fast_path), and only a remote backend takes a server URL."""
+    render = config.render
+    if render.engine == "torch" and (render.precision != "fp32" or render.cuda_graphs):
+        from engines.fast_path import FastPathOptions, open_fast_torch_engines
+
+        options = FastPathOptions(render.precision, cuda_graphs=render.cuda_graphs)
+        return open_fast_torch_engines(directory, render.size, networks, render.device, options)
+    remote = {"url": render.engine_url} if render.engine_url else {}
+    return open_engines(render.engine, directory, render.size, networks, render.device, **remote)
+
+
 class NeuralAvatar:
     """Everything the neural stages of one avatar share (built once per process)."""
 
@@ -82,11 +99,13 @@ class NeuralAvatar:
         directory = checkpoint_dir(checkpoints)  # --checkpoints, else $MSADTALKER_CHECKPOINTS
         networks = [*MOTION_NETWORKS, mapping_network, *(RENDER_NETWORKS if render else ())]
         try:
-            engines = open_engines(
-                config.render.engine, directory, size, networks, config.render.device
-            )
+            engines: EngineSet = _open_engines(config, directory, networks)
         except EngineUnavailable as exc:
             raise ConfigError(f"neural renderer: {exc}") from None
+        # Triton batches on the server, across every process's sessions.
+        if config.render.batch_max > 1 and config.render.engine != "triton":
+            policy = BatchPolicy(config.render.batch_max, config.render.batch_wait_ms / 1e3)
+            engines = BatchingEngineSet(engines, policy)
         self.engines = engines
         run = EngineRunner(engines)
         self.avatar: PreparedAvatar = prepare_avatar(photo, size, face_index)

@@ -24,9 +24,11 @@ KINDS = (
     "vad",
     "motion",
     "networks",
+    "engines",
     "lookahead",
     "fuzz",
     "soak",
+    "broadcast",
 )
 
 

@@ -52,9 +52,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--format",
-        choices=("onnx", "tensorrt"),
+        choices=("onnx", "tensorrt", "triton"),
         default="onnx",
-        help="onnx, or tensorrt = onnx plus TensorRT plans (needs TensorRT 10 and a GPU)",
+        help="onnx; tensorrt = onnx plus TensorRT plans (needs TensorRT 10 and a GPU); triton = "
+        "onnx (in the usual export directory) plus a Triton model repository at --out",
+    )
+    parser.add_argument(
+        "--triton-max-batch",
+        type=int,
+        default=16,
+        metavar="N",
+        help="triton: max_batch_size of every model (default 16)",
+    )
+    parser.add_argument(
+        "--triton-instances",
+        type=int,
+        default=1,
+        metavar="N",
+        help="triton: model instances per GPU (instance_group count, default 1)",
+    )
+    parser.add_argument(
+        "--triton-kind",
+        choices=("gpu", "cpu"),
+        default="gpu",
+        help="triton: where the instances run (default gpu)",
+    )
+    parser.add_argument(
+        "--triton-delay-us",
+        type=int,
+        default=4000,
+        metavar="US",
+        help="triton: the dynamic batcher's max queue delay (default 4000 us)",
     )
     parser.add_argument(
         "--size", type=int, choices=RENDER_SIZES, default=256, help="render size (default 256)"
@@ -67,6 +95,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--opset", type=int, default=20, help="ONNX opset (default 20; the generator needs 20)"
+    )
+    parser.add_argument(
+        "--warp",
+        choices=("volumetric", "sliced"),
+        default="volumetric",
+        help="generator volume warps as 5-D GridSample (volumetric, opset 20) or as 2-D "
+        "GridSample over depth slices (sliced: for runtimes without 5-D GridSample, opset 17+)",
     )
     parser.add_argument(
         "--skip-parity",
@@ -100,6 +135,8 @@ def _out_dir(args: argparse.Namespace) -> Path:
     from engines.manifest import export_dir
     from msadtalker.weights import checkpoint_dir
 
+    if args.format == "triton":  # --out is the repository; the ONNX files go where they go
+        return export_dir(None, checkpoint_dir(args.checkpoints), args.size)
     if args.out is not None:
         out: Path = args.out.expanduser()
         return out
@@ -157,6 +194,20 @@ def _print_plan(built: BuiltPlan) -> None:
     print(f"{built.network:<26} -> {built.path.name} ({built.plan.precision}){figures}{ok}")
 
 
+def _write_triton(args: argparse.Namespace, export_dir: Path, networks: list[str]) -> None:
+    from export.triton_repo import TritonOptions, write_repository
+
+    options = TritonOptions(
+        max_batch_size=args.triton_max_batch,
+        queue_delay_us=args.triton_delay_us,
+        instances=args.triton_instances,
+        kind="KIND_GPU" if args.triton_kind == "gpu" else "KIND_CPU",
+    )
+    repo: Path = args.out.expanduser()
+    models = write_repository(export_dir, repo, options, networks)
+    print(f"triton model repository {repo}: {', '.join(models)}")
+
+
 def run(args: argparse.Namespace) -> int:
     from engines.base import EngineUnavailable
     from export.onnx import export_checkpoints, resolve_networks
@@ -164,6 +215,8 @@ def run(args: argparse.Namespace) -> int:
     networks = resolve_networks(_network_names(args.networks))
     if args.format == "tensorrt":
         _check_tensorrt(args)
+    if args.format == "triton" and args.out is None:  # before minutes of export
+        raise ConfigError("--format triton needs --out REPO (the model repository to write)")
     out = _out_dir(args)
     print(f"exporting {', '.join(networks)} (size {args.size}, opset {args.opset}) -> {out}")
     rows: list[dict[str, Any]] = []
@@ -180,8 +233,11 @@ def run(args: argparse.Namespace) -> int:
         opset=args.opset,
         parity=not args.skip_parity,
         progress=progress,
+        warp=args.warp,
     )
     ok = all(row["ok"] is not False for row in rows)
+    if args.format == "triton":
+        _write_triton(args, out, networks)
     plans_ok = True
     if args.format == "tensorrt":
         from export.tensorrt import build_plans
