@@ -57,16 +57,20 @@ async def read_offer(request: web.Request) -> Offer:
     return offer
 
 
-async def handle_offer(request: web.Request) -> web.Response:
+async def answer_offer(
+    request: web.Request, read: Callable[[web.Request], Awaitable[Offer]]
+) -> tuple[Offer, dict[str, Any]]:
+    """The path every offer takes (``POST /offer``, WHIP, WHEP): admitted before its body is
+    read (``read`` parses it), its room found, capacity checked, negotiated."""
     state = request.app[STATE]
     if state.draining:
         raise RequestError(503, "server is shutting down")
     client = client_of(request)
     admit_offer(state, client)  # offers still connecting: before the body is read
-    offer = await read_offer(request)
+    offer = await read(request)
     room: Room[Peer] | None = None
     if offer.role == "viewer":
-        assert offer.room is not None  # a viewer offer names its room (``parse_offer``)
+        assert offer.room is not None  # a viewer offer names its room
         room = state.rooms.get(offer.room)
         if room is None or room.publisher is None:
             raise RequestError(404, f"no room {offer.room!r} with a publisher")
@@ -78,6 +82,12 @@ async def handle_offer(request: web.Request) -> web.Response:
             answer = await negotiate(state, offer, room, subject, client=client)
     finally:
         state.negotiating -= 1
+    return offer, answer
+
+
+async def handle_offer(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    offer, answer = await answer_offer(request, read_offer)
     if offer.role == "publisher":
         answer["viewer_url"] = viewer_link(state, answer["room"])
     return web.json_response(answer)

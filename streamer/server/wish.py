@@ -31,11 +31,10 @@ from multidict import CIMultiDict
 from streamer.server.access import authorized_offer, credential_of, may_access
 from streamer.server.auth import AuthError, bearer_token
 from streamer.server.errors import RequestError
+from streamer.server.handlers import answer_offer
 from streamer.server.ice import as_json, ice_servers, link_headers
-from streamer.server.limits import admit_offer, check_capacity, client_of
 from streamer.server.offers import Offer, OfferError, Role
-from streamer.server.peers import close_peer, negotiate
-from streamer.server.rooms import Room
+from streamer.server.peers import close_peer
 from streamer.server.state import STATE, Peer
 from streamer.server.wish_offers import SDP_CONTENT_TYPE, parse_wish_offer
 
@@ -72,25 +71,7 @@ async def read_wish_offer(request: web.Request, role: Role) -> Offer:
 async def open_session(request: web.Request, role: Role) -> web.Response:
     """``POST /whip/{room}`` (``role="publisher"``) or ``POST /whep/{room}`` (``"viewer"``)."""
     state = request.app[STATE]
-    if state.draining:
-        raise RequestError(503, "server is shutting down")
-    client = client_of(request)
-    admit_offer(state, client)  # offers still connecting: before the body is read
-    offer = await read_wish_offer(request, role)
-    room: Room[Peer] | None = None
-    if role == "viewer":
-        assert offer.room is not None  # from the URL
-        room = state.rooms.get(offer.room)
-        if room is None or room.publisher is None:
-            raise RequestError(404, f"no room {offer.room!r} with a publisher")
-    check_capacity(state, offer, room)
-    state.negotiating += 1
-    try:
-        with state.clients.negotiation(client):
-            subject = credential_of(request).subject
-            answer = await negotiate(state, offer, room, subject, client=client)
-    finally:
-        state.negotiating -= 1
+    _, answer = await answer_offer(request, lambda r: read_wish_offer(r, role))
     protocol = PROTOCOLS[role]
     state.metrics.wish_sessions.labels(protocol=protocol).inc()
     sdp: str = answer["sdp"]
