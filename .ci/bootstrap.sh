@@ -48,7 +48,7 @@ fi
 py=.venv/bin/python
 
 extras="live"
-[ "$profile" = test ] && extras="live,neural,export,dev"
+[ "$profile" = test ] && extras="live,neural,export,triton,dev"
 # One stamp per pyproject.toml version, listing the extras installed with it: `serve` after
 # `run` finds its extras already there and installs nothing.
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
@@ -74,5 +74,11 @@ if ! have_extras "$extras"; then
     exit 1
   fi
   tr ',' '\n' <<<"$extras" >> "$stamp"
+fi
+# The Triton test server's own venv (PyTriton pins numpy < 2): tests/test_triton.py. The script
+# does nothing when the venv is ready. An explicit exit: `source ... && pytest` disables set -e.
+if [ "$profile" = test ] && ! bash scripts/install-pytriton.sh; then
+  log "scripts/install-pytriton.sh failed: tests/test_triton.py needs .cache/pytriton-venv"
+  exit 1
 fi
 export PATH="$repo/.venv/bin:$PATH"

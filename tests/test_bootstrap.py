@@ -19,6 +19,10 @@ FAKE_PYTHON = """#!/usr/bin/env bash
 echo "$*" >> "$(dirname "$0")/../calls.log"
 exit 0
 """
+# Stands in for scripts/install-pytriton.sh (a 125 MB download): records that it ran.
+FAKE_PYTRITON = """#!/usr/bin/env bash
+echo ran >> "$(dirname "$0")/../.venv/pytriton.log"
+"""
 
 
 @pytest.fixture
@@ -30,6 +34,8 @@ def scratch(tmp_path: Path) -> Path:
     python.parent.mkdir(parents=True)
     python.write_text(FAKE_PYTHON)
     python.chmod(0o755)
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "install-pytriton.sh").write_text(FAKE_PYTRITON)
     return tmp_path
 
 
@@ -51,7 +57,7 @@ def _bootstrap(repo: Path, profile: str) -> tuple[list[str], str]:
 
 def test_serve_after_the_tests_installs_nothing(scratch: Path) -> None:
     installs, _ = _bootstrap(scratch, "test")
-    assert any("[live,neural,export,dev]" in call for call in installs)
+    assert any("[live,neural,export,triton,dev]" in call for call in installs)
     installs, _ = _bootstrap(scratch, "serve")
     assert installs == []
 
@@ -60,8 +66,31 @@ def test_tests_after_serve_install_the_missing_extras(scratch: Path) -> None:
     installs, _ = _bootstrap(scratch, "serve")
     assert any("[live]" in call for call in installs)
     installs, _ = _bootstrap(scratch, "test")
-    assert any("[live,neural,export,dev]" in call for call in installs)
+    assert any("[live,neural,export,triton,dev]" in call for call in installs)
     assert _bootstrap(scratch, "test")[0] == []
+
+
+def test_only_the_test_profile_makes_the_pytriton_venv(scratch: Path) -> None:
+    ran = scratch / ".venv" / "pytriton.log"
+    _bootstrap(scratch, "serve")
+    assert not ran.exists()
+    _bootstrap(scratch, "test")
+    _bootstrap(scratch, "test")  # the script itself decides that a ready venv needs nothing
+    assert ran.read_text().splitlines() == ["ran", "ran"]
+
+
+def test_a_failed_pytriton_install_stops_the_bootstrap(scratch: Path) -> None:
+    script = scratch / "scripts" / "install-pytriton.sh"
+    script.write_text("#!/usr/bin/env bash\necho 'pip: no such version' >&2\nexit 1\n")
+    result = subprocess.run(
+        ["bash", "-c", f'source "{scratch}/.ci/bootstrap.sh" test && echo went-on'],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0 and "went-on" not in result.stdout
+    assert "pip: no such version" in result.stderr
 
 
 def test_a_changed_pyproject_installs_again(scratch: Path) -> None:

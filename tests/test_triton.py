@@ -6,8 +6,9 @@ server. The slow test starts a real Triton (PyTriton's bundled server, tests/tri
 serving an onnxruntime export of the generator views at 128² and the mapping network, and
 checks that frames through Triton equal local onnxruntime frames, that concurrent sessions are
 batched (Triton's own statistics), and the errors for another model version and a slow server.
-PyTriton needs numpy < 2, so it lives in its own venv (scripts/install-pytriton.sh; or
-``$MSADTALKER_PYTRITON_PYTHON``); without it the slow test is skipped, saying so.
+PyTriton needs numpy < 2, so it lives in its own venv (scripts/install-pytriton.sh, which
+``.ci/bootstrap.sh test`` runs; or ``$MSADTALKER_PYTRITON_PYTHON``); without it the slow test
+is skipped, saying so.
 """
 
 from __future__ import annotations
