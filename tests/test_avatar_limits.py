@@ -16,7 +16,8 @@ from msadtalker.mesh.renderer import MeshRenderer
 
 @pytest.fixture(scope="module")
 def avatar(tmp_path_factory: pytest.TempPathFactory) -> PreparedAvatar:
-    return prepare_avatar(default_avatar_path(), 256, cache_dir=tmp_path_factory.mktemp("c"))
+    prepared = prepare_avatar(default_avatar_path(), 256, cache_dir=tmp_path_factory.mktemp("c"))
+    return prepared.head_framed()  # its crop is what the mesh renderer shows
 
 
 def _covered(avatar: PreparedAvatar) -> np.ndarray:

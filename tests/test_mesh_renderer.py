@@ -44,9 +44,15 @@ EXTREMES = [
 
 
 @pytest.fixture(scope="module")
-def avatar(tmp_path_factory: pytest.TempPathFactory) -> PreparedAvatar:
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> PreparedAvatar:
     cache = tmp_path_factory.mktemp("cache")
     return prepare_avatar(default_avatar_path(), 512, cache_dir=cache)
+
+
+@pytest.fixture(scope="module")
+def avatar(prepared: PreparedAvatar) -> PreparedAvatar:
+    """The avatar as the renderer frames it (its crop is the talking-head frame)."""
+    return prepared.head_framed()
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +109,35 @@ def test_rest_reproduces_the_photo(renderer: MeshRenderer, avatar: PreparedAvata
     tiny = renderer.render(pitch=0.02, yaw=-0.02, roll=0.02)
     assert _psnr(tiny, avatar.image) > 40.0
     np.testing.assert_array_equal(renderer.render_full(), avatar.original)
+
+
+def test_the_frame_shows_the_neck_below_the_chin(prepared: PreparedAvatar) -> None:
+    # SadTalker's square (the neural path's crop) ends about half a mouth width under the
+    # chin; the mesh renderer's frame is the same square moved down: the neck shows.
+    renderer = MeshRenderer(prepared, 512)
+    assert renderer.avatar.crop_box == prepared.head_box
+    np.testing.assert_array_equal(renderer.render(), prepared.head_image)
+    x0, y0, side = prepared.crop_box
+    hx0, hy0, hside = renderer.avatar.crop_box
+    assert (hx0, hside) == (x0, side) and hy0 == pytest.approx(y0 + 0.1 * side, abs=1.0)
+
+    def below_chin(avatar: PreparedAvatar) -> float:
+        lm = avatar.landmarks
+        corners = lm[list(tp.MOUTH_CORNERS), :2]
+        width = float(np.hypot(*(corners[1] - corners[0])))
+        return float(avatar.size - 1 - lm[tp.CHIN, 1]) / width
+
+    assert below_chin(prepared) < 0.6 and below_chin(renderer.avatar) > below_chin(prepared) + 0.3
+
+
+def test_the_talking_head_frame_survives_the_cache(tmp_path: Path) -> None:
+    first = prepare_avatar(default_avatar_path(), 256, cache_dir=tmp_path)
+    second = prepare_avatar(default_avatar_path(), 256, cache_dir=tmp_path)
+    assert second.from_cache and not first.from_cache
+    a, b = first.head_framed(), second.head_framed()
+    assert a.crop_box == b.crop_box != first.crop_box
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.landmarks, b.landmarks)
 
 
 def test_frames_depend_only_on_their_controls(avatar: PreparedAvatar) -> None:
@@ -228,11 +263,17 @@ def test_a_rounded_opening_is_an_oval_that_reads_as_open(
 
     rounded, neutral = corner_height(-1.0), corner_height(0.0)
     assert 0.35 < rounded < 0.65 and rounded > neutral + 0.1, (rounded, neutral)
-    # Pictures: the landmarker reads a rounded opening as about as open as a neutral one.
-    for o in (0.3, 0.6, 0.9):
+    # Pictures: the landmarker reads a rounded opening as about as open as a neutral one
+    # (the mesh's gap is 1.07 times the neutral one). One frame's reading scatters by about
+    # 0.08 of the gap from one opening to the next, so the bound is on the mean over seven
+    # openings; no opening may read far below. (The U-shaped rounding read 0.86, 0.64 and
+    # 0.60 at 0.3, 0.6, 0.9.)
+    ratios = []
+    for o in np.linspace(0.3, 0.9, 7):
         gap_round = tp.lip_gap(_detect(finder, renderer.render(mouth_open=o, mouth_wide=-1.0)))
         gap_neutral = tp.lip_gap(_detect(finder, renderer.render(mouth_open=o)))
-        assert gap_round > 0.85 * gap_neutral, (o, gap_round, gap_neutral)
+        ratios.append(gap_round / gap_neutral)
+    assert np.mean(ratios) > 0.85 and min(ratios) > 0.75, np.round(ratios, 3)
 
 
 def test_rounding_pushes_the_lips_forward_and_spares_the_nose(renderer: MeshRenderer) -> None:
@@ -398,9 +439,11 @@ def test_border_and_background_stay_still(renderer: MeshRenderer, avatar: Prepar
     worst = FaceControls(10.0, 8.0, 8.0, 1.0, 1.0, 1.0)
     view = renderer.crop_view
     maps = view.maps(worst, view.vertices(worst))
-    shift = np.hypot(*(maps - view.warp.identity).transpose(2, 0, 1))
     r = view.warp.region
-    assert (r.x0, r.y0, r.x1, r.y1) == (0, 0, 512, 512)
+    assert 0 <= r.x0 < r.x1 <= 512 and 0 <= r.y0 < r.y1 <= 512
+    # Outside the region that can move the frame is the photo (no map there).
+    shift = np.zeros((512, 512))
+    shift[r.y0 : r.y1, r.x0 : r.x1] = np.hypot(*(maps - view.warp.identity).transpose(2, 0, 1))
     # Crop mode: the border is pinned and motion grows no faster than away from it. A vertex
     # moves at most (its distance to the border) / 1.5, so the backward map of a pixel at
     # distance d shifts by at most 2 d (the source point lies up to that shift further in).
@@ -443,8 +486,9 @@ def test_inverse_map_accuracy(renderer: MeshRenderer) -> None:
         err = map_error(used, exact)
         assert np.percentile(err, 99) < 0.6, c
         assert np.percentile(err, 99.9) < 1.5, c
-        # Around the lips (refined per pixel) the map is exact.
+        # Around the lips (refined per pixel) the map is exact (``err`` is over the region).
         lips = view.vertices(c)[list(tp.LIPS_UPPER_INNER + tp.LIPS_LOWER_INNER)]
+        lips = lips - [warp.region.x0, warp.region.y0]
         x0, y0 = np.floor(lips.min(axis=0)).astype(int)
         x1, y1 = np.ceil(lips.max(axis=0)).astype(int)
         if c.mouth_open:

@@ -175,7 +175,7 @@ def gapped() -> tuple[SpeechClip, list[VideoFrame]]:
     if not have_espeak():
         pytest.skip("espeak-ng is not installed")
     clip = speech_with_gaps(ENGLISH[:2], gap_s=1.5)
-    prepared = prepare_avatar(default_avatar_path(), 256)
+    prepared = prepare_avatar(default_avatar_path(), 256).head_framed()  # the rendered frame
     # Lift the crop off pure black (bicubic upscaling of the dark collar undershoots to 0):
     # any pure-black pixel in the output is then a hole, not the photo's content.
     lifted = dataclasses.replace(prepared, image=np.maximum(prepared.image, 1))
@@ -191,7 +191,7 @@ def gapped() -> tuple[SpeechClip, list[VideoFrame]]:
 def test_face_is_still_in_silent_gaps(gapped: tuple[SpeechClip, list[VideoFrame]]) -> None:
     clip, frames = gapped
     images = np.stack([f.image for f in frames]).astype(np.int16)
-    rest = prepare_avatar(default_avatar_path(), 256).landmarks
+    rest = prepare_avatar(default_avatar_path(), 256).head_framed().landmarks
     face = face_region(rest, images.shape[1:], grow=15)
     step = np.abs(np.diff(images, axis=0)).max(axis=3)  # frame t+1 vs t
     blink = np.array([f.motion.blink for f in frames])

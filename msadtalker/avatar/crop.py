@@ -13,6 +13,14 @@ without keeping the aspect ratio. We keep the framing but always cut a SQUARE (t
 box's long side, centred on it, moved inside the picture, shrunk to fit if the picture is
 smaller) so the face is never stretched.
 
+That square is what the neural path needs (its networks were trained on such crops). The
+mesh renderer shows a presenter's close-up instead (``head_box``): the same square moved
+down by ``HEAD_SHIFT`` of its side, so the eye line sits near 3/8 of the height rather than
+the middle and the neck and collar show below the chin (SadTalker's square ends about half a
+mouth width under it: a dropping jaw ran into the frame's edge, with nothing still beside it
+to move against). The side is kept, so the face keeps its pixels; the crown may be cut, as
+in a broadcast close-up.
+
 Coordinates: pixel-centre convention throughout (pixel (r, c) is centred at x = c, y = r); a
 box ``(x0, y0, side)`` covers the continuous square [x0, x0 + side) in edge coordinates.
 """
@@ -70,6 +78,17 @@ def square_crop_box(landmarks: np.ndarray, width: int, height: int) -> CropBox:
     x0 = min(max(cx - side / 2.0, 0.0), width - side)
     y0 = min(max(cy - side / 2.0, 0.0), height - side)
     return CropBox(float(round(x0)), float(round(y0)), side)
+
+
+HEAD_SHIFT = 0.1  # the talking-head frame: SadTalker's square moved down by this of its side
+
+
+def head_box(landmarks: np.ndarray, width: int, height: int) -> CropBox:
+    """The talking-head frame: ``square_crop_box`` moved down by ``HEAD_SHIFT`` of its side,
+    as far as the picture goes (same side, same horizontal position)."""
+    base = square_crop_box(landmarks, width, height)
+    y0 = min(base.y0 + HEAD_SHIFT * base.side, height - base.side)
+    return CropBox(base.x0, float(round(max(y0, base.y0))), base.side)
 
 
 def cut_square(image: np.ndarray, box: CropBox, size: int) -> np.ndarray:

@@ -3,12 +3,15 @@
 ``prepare_avatar(path, size)`` decodes the photo (``image_io``), finds the faces (``faces``),
 picks one, checks that it is usable (big and sharp enough), cuts SadTalker's crop (``crop``)
 at ``size`` x ``size`` and keeps the photo (long side capped, even dimensions) for "full" mode.
+It also cuts the mesh renderer's talking-head frame (``crop.head_box``: the same square moved
+down to show the neck), from the decoded photo too, so neither frame loses resolution.
 The result is cached by content hash of (image bytes, parameters, ``PREP_VERSION``), so a
 second call with the same photo skips decoding-heavy work and detection entirely.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -24,6 +27,7 @@ from msadtalker.avatar.crop import (
     CropBox,
     cut_square,
     full_frame_scale,
+    head_box,
     square_crop_box,
     to_box_coords,
 )
@@ -36,7 +40,7 @@ from msadtalker.errors import AvatarInputError
 log = logging.getLogger(__name__)
 
 # Bump when anything that changes the prepared data changes (models, crop, thresholds).
-PREP_VERSION = "avatar-prep-1"
+PREP_VERSION = "avatar-prep-3"
 SIZES = (256, 512)
 MAX_FULL_SIDE = 1920
 # Eye-centre to mouth-centre distance below which a face is refused: about a 28 px wide
@@ -62,6 +66,12 @@ class PreparedAvatar:
     sides), ``original_landmarks`` in its pixels, ``crop_box`` = (x0, y0, side) of the crop
     in ``original``'s pixels. ``face_size_px``: eye-to-mouth distance in the decoded photo;
     ``sharpness``: variance of the Laplacian of the normalised face.
+
+    ``image`` / ``landmarks`` / ``crop_box`` are SadTalker's crop (the neural path's input).
+    ``head_image`` / ``head_landmarks`` / ``head_box``: the same for the talking-head frame
+    the mesh renderer shows (``crop.head_box``); ``head_framed()`` returns the avatar with
+    that frame as its crop. None where an avatar was built without one (then the crop is
+    the frame).
     """
 
     image: np.ndarray
@@ -76,10 +86,28 @@ class PreparedAvatar:
     face_size_px: float = 0.0
     sharpness: float = 0.0
     from_cache: bool = field(default=False, compare=False)
+    head_image: np.ndarray | None = None
+    head_landmarks: np.ndarray | None = None
+    head_box: tuple[float, float, float] | None = None
 
     @property
     def size(self) -> int:
         return int(self.image.shape[0])
+
+    def head_framed(self) -> PreparedAvatar:
+        """This avatar with the talking-head frame as its crop (``image``, ``landmarks``,
+        ``crop_box``); itself where it has none."""
+        if self.head_image is None or self.head_landmarks is None or self.head_box is None:
+            return self
+        return dataclasses.replace(
+            self,
+            image=self.head_image,
+            landmarks=self.head_landmarks,
+            crop_box=self.head_box,
+            head_image=None,
+            head_landmarks=None,
+            head_box=None,
+        )
 
     @property
     def box(self) -> CropBox:
@@ -177,6 +205,8 @@ def prepare_avatar_bytes(
     crop = cut_square(rgb, box, size)
     landmarks = to_box_coords(face.landmarks, box, size)
     box_original = CropBox(box.x0 * sx, box.y0 * sy, box.side * math.sqrt(sx * sy))
+    head = head_box(face.landmarks, w, h)
+    head_original = CropBox(head.x0 * sx, head.y0 * sy, head.side * math.sqrt(sx * sy))
 
     avatar = PreparedAvatar(
         image=_frozen(crop),
@@ -190,6 +220,9 @@ def prepare_avatar_bytes(
         faces_found=len(faces),
         face_size_px=face_size,
         sharpness=sharp,
+        head_image=_frozen(cut_square(rgb, head, size)),
+        head_landmarks=_frozen(to_box_coords(face.landmarks, head, size)),
+        head_box=head_original.as_tuple(),
     )
     warn_limits(avatar.image, avatar.landmarks, name)
     if use_cache:
@@ -279,6 +312,17 @@ def _to_arrays(avatar: PreparedAvatar) -> dict[str, np.ndarray]:
         "original": avatar.original,
         "original_landmarks": avatar.original_landmarks,
         "meta": np.array(json.dumps(meta)),
+        **_head_arrays(avatar),
+    }
+
+
+def _head_arrays(avatar: PreparedAvatar) -> dict[str, np.ndarray]:
+    if avatar.head_image is None or avatar.head_landmarks is None or avatar.head_box is None:
+        return {}
+    return {
+        "head_image": avatar.head_image,
+        "head_landmarks": avatar.head_landmarks,
+        "head_box": np.asarray(avatar.head_box, dtype=np.float64),
     }
 
 
@@ -288,7 +332,12 @@ def _from_arrays(entry: dict[str, np.ndarray], name: str) -> PreparedAvatar:
         raise ValueError("version mismatch")
     image = entry["image"]
     landmarks = entry["landmarks"]
-    if image.ndim != 3 or image.dtype != np.uint8 or landmarks.shape != (468, 3):
+    head_image, head_landmarks = entry["head_image"], entry["head_landmarks"]
+    shapes_ok = all(
+        im.ndim == 3 and im.dtype == np.uint8 and lm.shape == (468, 3)
+        for im, lm in ((image, landmarks), (head_image, head_landmarks))
+    )
+    if not shapes_ok:
         raise ValueError("unexpected array shapes")
     return PreparedAvatar(
         image=_frozen(image),
@@ -303,4 +352,7 @@ def _from_arrays(entry: dict[str, np.ndarray], name: str) -> PreparedAvatar:
         face_size_px=float(meta["face_size_px"]),
         sharpness=float(meta["sharpness"]),
         from_cache=True,
+        head_image=_frozen(head_image),
+        head_landmarks=_frozen(head_landmarks.astype(np.float32)),
+        head_box=tuple(float(v) for v in entry["head_box"]),  # type: ignore[arg-type]
     )

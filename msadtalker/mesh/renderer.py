@@ -127,11 +127,15 @@ class MeshRenderer:
     """Mesh-warp renderer for one prepared avatar.
 
     ``size``: output crop size (256 or 512); the avatar's crop is resampled if it was
-    prepared at another size. ``render(...)`` -> (size, size, 3) uint8; ``render_full(...)``
-    -> the photo's size (``avatar.original``). The full-photo view is built on first use.
+    prepared at another size. The crop is the avatar's talking-head frame
+    (``PreparedAvatar.head_framed``: SadTalker's square moved down to show the neck, so the
+    jaw moves inside the picture); ``self.avatar`` is that framing. ``render(...)`` ->
+    (size, size, 3) uint8; ``render_full(...)`` -> the photo's size (``avatar.original``).
+    The full-photo view is built on first use.
     """
 
     def __init__(self, avatar: PreparedAvatar, size: int | None = None) -> None:
+        avatar = avatar.head_framed()
         self.avatar = avatar
         self.size = int(size or avatar.size)
         image, landmarks = avatar.image, avatar.landmarks
