@@ -259,11 +259,13 @@ class JitterBuffer:
             return 0
         return max(0, self._write_pos - self._read_pos)
 
-    def write(self, samples: np.ndarray, now_s: float, discontinuity: bool = False) -> None:
+    def write(self, samples: np.ndarray, now_s: float, discontinuity: bool = False) -> int:
+        """Returns the position the samples were placed at (the session's voice goes out
+        from there at once, whether or not the buffer still has room for them)."""
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         n = len(samples)
         if n == 0:
-            return
+            return self._write_pos or 0
         self.stats.samples_in += n
         arrival_start = round(now_s * self._rate) - n
         start = self._write_pos
@@ -283,6 +285,7 @@ class JitterBuffer:
             self._late_run = 0
         self._store(start, samples)
         self._adapt(start - arrival_start)
+        return start
 
     def _anchor(self, start: int, count: bool = True) -> int:
         if count:

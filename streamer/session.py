@@ -18,9 +18,13 @@ by an injected ``Clock`` makes one frame per tick:
 With a ``VirtualClock`` and a source that delivers everything in time no zeros are inserted,
 every frame gets its own picture and the frames equal offline render's frame for frame.
 
-Output fan-out: each subscriber (a video track, an audio track, a viewer's tracks) has its own
+Output fan-out: each subscriber (a video track, a viewer's tracks, an encoder) has its own
 bounded queue; sinks (trace recorders) are written in order on the motion thread and get every
-frame made.
+frame made. The voice has a fan-out of its own (``subscribe_voice``): mic audio is handed on
+as soon as it is placed on the time line (or at its frame's tick at the latest, zeros where
+the mic did not deliver), without waiting for the motion steps and the picture, so a
+receiver can play it as early as its picture allows, and a session slower than real time
+(the neural path on a CPU) still returns all of the voice.
 
 Drop policy (every drop is counted in ``SessionStats``):
 
@@ -65,11 +69,13 @@ from streamer.live_render import LiveRender
 from streamer.logs import bind, context_with, current_context
 from streamer.pipeline import Pipeline
 from streamer.stages.contract import Stage
-from streamer.types import AudioChunk, MotionFrame, VideoFrame
+from streamer.types import AudioChunk, MotionFrame, VideoFrame, VoiceChunk
+from streamer.voice_line import VoiceLine
 
 log = logging.getLogger(__name__)
 
 FRAME_S = 1.0 / FPS
+END_OF_TIME_LINE = 1 << 62  # past any position: release all the voice held
 
 
 class FrameSink(Protocol):
@@ -165,13 +171,19 @@ class LiveSession:
         self._jitter_s = self.config.jitter_ms / 1000.0
         self.ingest = JitterBuffer(capacity_s=max(2.0, 4 * self._jitter_s))
         self._sinks = list(sinks)
-        self._fanout = FanOut(self.config.queue_frames)
+        self._fanout: FanOut[Any] = FanOut(self.config.queue_frames)
+        self._voice: FanOut[VoiceChunk] = FanOut(2 * self.config.queue_frames)
+        self._voice_line = VoiceLine()
+        self._epoch_s: float | None = None
         self._executor = ThreadPoolExecutor(
             max_workers=1,
             thread_name_prefix=f"session-{self.id}",
             initializer=bind,
             initargs=(self._log_fields,),
         )
+        # The voice leaves this much behind the mic: a picture shows its audio only after the
+        # pipeline's lookahead (``streamer.voice_line``).
+        self._voice_hold = self.delay_frames * SAMPLES_PER_FRAME
         self.stats = SessionStats()
         self._t0 = 0.0
         self._pushed = 0
@@ -209,8 +221,15 @@ class LiveSession:
         return FRAME_S + self.delay_frames * FRAME_S
 
     @property
-    def fanout(self) -> FanOut:
+    def fanout(self) -> FanOut[Any]:
         return self._fanout
+
+    @property
+    def epoch_s(self) -> float | None:
+        """Wall-clock time (Unix seconds) of session time 0, once started: the mic time of
+        time line position ``p`` is ``epoch_s + p / 16000`` (audio is placed on the time line
+        by its arrival time)."""
+        return self._epoch_s
 
     @property
     def started(self) -> bool:
@@ -220,6 +239,7 @@ class LiveSession:
         if self._task is not None:
             raise RuntimeError("session already started")
         self._t0 = self._clock.now()
+        self._epoch_s = time.time()
         # Its own log fields, whichever callback happens to start it.
         context = context_with(**self._log_fields)
         self._task = asyncio.create_task(self._run(), name=f"session-{self.id}", context=context)
@@ -233,8 +253,10 @@ class LiveSession:
         the time line begins there)."""
         if self._input_ended or self._closed or self._task is None:
             return
-        self.ingest.write(samples, self.now(), discontinuity)
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        start = self.ingest.write(samples, self.now(), discontinuity)
         self._wake_if_ready()
+        self._hand_on_voice(start, samples)
 
     def end_input(self) -> None:
         """No more audio: the session plays what it has, flushes the pipeline and ends."""
@@ -245,14 +267,21 @@ class LiveSession:
         """Barge-in; returns the index of the first frame pushed after the reset."""
         self.ingest.clear()
         purged = self._fanout.purge()
+        self._voice.purge()
+        self._voice_line.drop()
         self.stats.purged_on_interrupt += purged
         self.stats.interrupts += 1
         self._reset_pending = True
         self._generation += 1
         return self.stats.ticks
 
-    def subscribe(self, name: str, maxsize: int | None = None) -> Subscription:
+    def subscribe(self, name: str, maxsize: int | None = None) -> Subscription[Any]:
         return self._fanout.subscribe(name, maxsize)
+
+    def subscribe_voice(self, name: str, maxsize: int | None = None) -> Subscription[VoiceChunk]:
+        """The voice as soon as it is in (module docstring); the same time line as the
+        frames (frame ``i``: positions ``i * 640`` on)."""
+        return self._voice.subscribe(name, maxsize)
 
     async def wait_ticks(self, count: int) -> None:
         """Until ``count`` ticks are done (or the session ended); for tests and tools."""
@@ -284,6 +313,7 @@ class LiveSession:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         self._fanout.end()
+        self._voice.end()
         self.finished.set()
         loop = asyncio.get_running_loop()
         # A step may still be running in a thread: wait for it before closing the sinks.
@@ -358,6 +388,7 @@ class LiveSession:
                     final = True
                 else:
                     samples = self.ingest.read(index)
+                self._hand_on_frame_voice(index * SAMPLES_PER_FRAME, samples, final)
                 reset, self._reset_pending = self._reset_pending, False
                 generation = self._generation
                 inline = None
@@ -393,6 +424,7 @@ class LiveSession:
                 self._observer.pipeline_failed()
         finally:
             self._fanout.end()
+            self._voice.end()
             self.finished.set()
             self._tick_event.set()
 
@@ -425,6 +457,23 @@ class LiveSession:
             sleeper.cancel()
             waiter.cancel()
             await asyncio.gather(sleeper, return_exceptions=True)
+
+    def _hand_on_voice(self, start: int, samples: np.ndarray) -> None:
+        """Mic audio just placed at ``start``: on to the voice subscribers, ``_voice_hold``
+        behind the newest position."""
+        self._voice_line.add(start, samples)
+        self._publish_voice(start + len(samples) - self._voice_hold)
+
+    def _hand_on_frame_voice(self, start: int, samples: np.ndarray, final: bool) -> None:
+        """At a frame's tick: its audio where the mic did not deliver it in time (zeros), so
+        the voice never falls behind the video; everything at the end of the input."""
+        self._voice_line.add(start, samples)
+        end = start + len(samples)
+        self._publish_voice(END_OF_TIME_LINE if final else end - self._voice_hold)
+
+    def _publish_voice(self, upto: int) -> None:
+        for chunk in self._voice_line.release(upto):
+            self._voice.publish(chunk)
 
     def _wake_if_ready(self) -> None:
         if self._audio_waiter is not None:

@@ -167,3 +167,13 @@ class VideoFrame:
     @property
     def audio(self) -> np.ndarray:
         return self.motion.audio
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceChunk:
+    """Mic audio on the session's time line, handed on as soon as it is in (before the frames
+    made from it): 16 kHz mono float32 from sample position ``start`` (frame ``i`` covers
+    positions ``i * 640`` to ``(i + 1) * 640``)."""
+
+    start: int
+    audio: np.ndarray

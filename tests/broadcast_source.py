@@ -50,13 +50,13 @@ class MarkerSource:
     once it ended, as a session's is."""
 
     def __init__(self, queue_frames: int = 50) -> None:
-        self._fanout = FanOut(queue_frames)
+        self._fanout: FanOut[VideoFrame] = FanOut(queue_frames)
         self.finished = asyncio.Event()
         self.published = 0
         self._tick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def subscribe(self, name: str, maxsize: int | None = None) -> Subscription:
+    def subscribe(self, name: str, maxsize: int | None = None) -> Subscription[VideoFrame]:
         return self._fanout.subscribe(name, maxsize)
 
     def start(self, frames: int | None = None) -> None:

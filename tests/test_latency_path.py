@@ -85,6 +85,11 @@ def test_the_playout_delay_extension_rides_on_every_packet() -> None:
     extensions = PlayoutDelayExtensionsMap(7)
     profile, value = extensions.set(HeaderExtensions(abs_send_time=123))
     assert dict(unpack_header_extensions(profile, value)) == {7: ZERO_PLAYOUT_DELAY}
+    # A viewer's: min 0, max 500 ms (50 units of 10 ms in the low 12 bits), so A/V sync may
+    # still hold the picture.
+    synced = PlayoutDelayExtensionsMap(7, max_ms=500)
+    profile, value = synced.set(HeaderExtensions(abs_send_time=123))
+    assert dict(unpack_header_extensions(profile, value)) == {7: b"\x00\x00\x32"}
 
 
 async def _offer_with_playout_delay() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ def _session(
     return session, clock
 
 
-def _drain_queue(sub: Subscription) -> list[VideoFrame]:
+def _drain_queue(sub: Subscription[VideoFrame]) -> list[VideoFrame]:
     out = []
     while len(sub):
         out.append(sub._items.popleft())
@@ -335,3 +336,89 @@ def test_motion_stage_reset_shows_rest_on_the_next_frame() -> None:
     (rest,) = stage.push(frame(10, 0.0))
     assert rest.mouth_open == 0.0 and rest.index == 10
     assert rest.expression is not None and not rest.expression.any()
+
+
+async def test_voice_leaves_as_it_comes_and_matches_the_frames_time_line() -> None:
+    session, clock = _session()
+    frames = session.subscribe("frames", maxsize=1000)
+    voice = session.subscribe_voice("voice", maxsize=1000)
+    session.start()
+    assert session.epoch_s is not None
+    audio = speech_like([(0.0, 3.0)], 3.0)
+    mic = VirtualMic(session, clock, audio)
+    await mic.run(1.0)
+    ticks = session.stats.ticks
+    await clock.advance(0.02)
+    session.feed(audio[mic.fed : mic.fed + 320])  # the first half of the next frame
+    mic.fed += 320
+    # Handed on at once, held back only by the pipeline's lookahead (the picture shows its
+    # audio that much later): no tick ran, no picture was made for it.
+    assert session.stats.ticks == ticks and session.delay_frames == 2
+    last = voice._items[-1]
+    assert last.start + len(last.audio) == mic.fed - session.delay_frames * 640
+    await mic.settle()
+    mic.stalled = True  # the mic stops: the ticks hand on what is missing, as silence
+    await mic.run(0.4)
+    mic.stalled = False
+    await mic.run(0.6)
+    chunks = list(voice._items)
+    starts = [c.start for c in chunks]
+    assert starts[0] == 0
+    # In order, never overlapping (a gap is what the audio track fills with silence).
+    assert all(b.start >= a.start + len(a.audio) for a, b in zip(chunks, chunks[1:], strict=False))
+    line = np.zeros(chunks[-1].start + len(chunks[-1].audio), np.float32)
+    for chunk in chunks:
+        line[chunk.start : chunk.start + len(chunk.audio)] = chunk.audio
+    made = _drain_queue(frames)
+    assert len(made) > 40
+    for frame in made:  # the voice is what each picture was made from
+        start = frame.index * 640
+        assert np.array_equal(frame.audio, line[start : start + 640])
+    stalled = line[int(1.1 * 16000) : int(1.3 * 16000)]
+    assert np.abs(stalled).max() == 0.0 and np.abs(line[:16000]).max() > 0.1
+    session.interrupt()
+    assert len(voice) == 0  # a barge-in drops the voice not yet sent, too
+    await session.aclose()
+    assert await voice.get() is None
+
+
+class _StuckStage:
+    """A motion stage that does not return until released: a step far slower than real
+    time (the neural path on a CPU)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.release = threading.Event()
+        self.delay_frames = inner.delay_frames
+
+    def push(self, item: Any) -> list[Any]:
+        self.release.wait(10.0)
+        return list(self.inner.push(item))
+
+    def flush(self) -> list[Any]:
+        return list(self.inner.flush())
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+
+async def test_voice_goes_on_while_the_motion_steps_fall_behind() -> None:
+    stages = fake_stages(Config())
+    stuck = _StuckStage(stages[0])
+    clock = VirtualClock()
+    session = LiveSession([stuck, *stages[1:]], clock, SERVER)
+    voice = session.subscribe_voice("voice", maxsize=1000)
+    session.start()
+    audio = speech_like([(0.0, 3.0)], 3.0)
+    for start in range(0, len(audio), 320):  # the mic, every 20 ms
+        await clock.advance(0.02)
+        session.feed(audio[start : start + 320])
+        await asyncio.sleep(0)
+    assert session.stats.ticks == 0  # the first step has not returned
+    chunks = list(voice._items)
+    line = np.concatenate([c.audio for c in chunks])
+    assert chunks[0].start == 0 and np.array_equal(line, audio[: len(line)])
+    # All of the voice (less the lookahead it is held back by), ahead of any picture.
+    assert len(line) == len(audio) - session.delay_frames * 640
+    stuck.release.set()
+    await session.aclose()

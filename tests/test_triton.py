@@ -274,8 +274,15 @@ def triton_url(small_export: Path) -> Iterator[str]:
         "--http-port", str(http_port), "--metrics-port", str(metrics_port),
         "--delay-us", "500000",  # a long gather window: concurrent sessions surely batch
     ]  # fmt: skip
+    # Unbuffered: ``_wait_for_ready`` selects on the pipe, and a buffered reader could hold the
+    # ready line (read with the log lines before it) where select does not see it.
     server = subprocess.Popen(
-        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        bufsize=0,
     )
     assert server.stdout is not None and server.stdin is not None
     said = _wait_for_ready(server.stdout, timeout_s=300)

@@ -27,11 +27,17 @@ from streamer.io.aiortc_workarounds import (
     remote_receives,
     resolve_loopback_mode,
     sends_opus,
+    use_content_clock,
     use_loopback_candidates,
     use_low_latency_receive,
 )
-from streamer.io.webrtc import AvatarVideoTrack, SpeechAudioTrack, make_peer_connection
-from streamer.types import VideoFrame
+from streamer.io.webrtc import (
+    AvatarVideoTrack,
+    FrameVoice,
+    SpeechAudioTrack,
+    make_peer_connection,
+)
+from streamer.types import VideoFrame, VoiceChunk
 
 
 def _frame(index: int, level: float = 0.0) -> VideoFrame:
@@ -45,7 +51,7 @@ def _frame(index: int, level: float = 0.0) -> VideoFrame:
 
 
 async def test_video_track_stamps_pts_from_the_frame_index() -> None:
-    fanout = FanOut(default_size=8)
+    fanout: FanOut[VideoFrame] = FanOut(default_size=8)
     track = AvatarVideoTrack(fanout.subscribe("v"))
     for i in (0, 1, 3):  # frame 2 was dropped
         fanout.publish(_frame(i))
@@ -63,7 +69,7 @@ async def test_video_track_frames_keep_the_picture(shape: tuple[int, int, int]) 
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, shape, dtype=np.uint8)
     image = np.asarray(cv2.GaussianBlur(noise, (0, 0), 2.0), dtype=np.uint8)
-    fanout = FanOut(default_size=8)
+    fanout: FanOut[VideoFrame] = FanOut(default_size=8)
     track = AvatarVideoTrack(fanout.subscribe("v"))
     fanout.publish(replace(_frame(0), image=image))
     out = await track.recv()
@@ -82,26 +88,75 @@ async def test_video_track_frames_keep_the_picture(shape: tuple[int, int, int]) 
 
 
 async def test_audio_track_sends_20ms_48k_frames_and_fills_dropped_frames() -> None:
-    fanout = FanOut(default_size=8)
-    track = SpeechAudioTrack(fanout.subscribe("a"))
+    fanout: FanOut[VideoFrame] = FanOut(default_size=8)
+    track = SpeechAudioTrack(FrameVoice(fanout.subscribe("a")))
     fanout.publish(_frame(0, 0.5))
     fanout.publish(_frame(2, 0.5))  # frame 1 never reached this subscriber
     fanout.end()
-    frames: list[av.AudioFrame] = []
-    while True:
-        try:
-            frame = await track.recv()
-        except MediaStreamError:
-            break
-        assert isinstance(frame, av.AudioFrame)  # PCM: aiortc encodes it
-        frames.append(frame)
+    frames = await _all_frames(track)
     assert [f.samples for f in frames] == [960] * 6
     assert [f.pts for f in frames] == [0, 960, 1920, 2880, 3840, 4800]
     assert all(f.sample_rate == 48000 and f.format.name == "s16" for f in frames)
     levels = [np.abs(f.to_ndarray()).mean() / 32767 for f in frames]
     assert levels[2] < 0.05 and levels[3] < 0.01  # the dropped frame is silence
     assert levels[5] == pytest.approx(0.5, abs=0.02)
-    assert track.silence_filled == 1
+    assert track.silence_filled == 640
+
+
+async def _all_frames(track: SpeechAudioTrack) -> list[av.AudioFrame]:
+    frames: list[av.AudioFrame] = []
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return frames
+        assert isinstance(frame, av.AudioFrame)  # PCM: aiortc encodes it
+        frames.append(frame)
+
+
+async def test_voice_chunks_keep_their_time_line_position_and_report_the_mic_time() -> None:
+    # 20 ms voice blocks, one missing, then one ragged block: pts are the 16 kHz positions x 3
+    # (the video's time line), whole 960-sample packets only, the gap silent, and each packet
+    # stands for the mic time epoch + pts / 48 kHz (what the sender reports will state).
+    fanout: FanOut[VoiceChunk] = FanOut(default_size=8)
+    track = SpeechAudioTrack(fanout.subscribe("voice"), epoch=lambda: 1000.0)
+    tone = np.full(320, 0.5, np.float32)
+    for start in (640, 960, 1600):  # 1280..1600 never came
+        fanout.publish(VoiceChunk(start, tone))
+    fanout.publish(VoiceChunk(1920, np.full(500, 0.5, np.float32)))  # ends mid-packet
+    fanout.end()
+    frames: list[av.AudioFrame] = []
+    times: list[float | None] = []
+    while True:
+        try:
+            frames.append(await track.next_frame())
+        except MediaStreamError:
+            break
+        times.append(track.content_time_s)
+    assert [f.pts for f in frames] == [1920, 2880, 3840, 4800, 5760]
+    levels = [np.abs(f.to_ndarray()).mean() / 32767 for f in frames]
+    assert levels[2] < 0.05 and levels[0] == pytest.approx(0.5, abs=0.05)
+    assert levels[4] == pytest.approx(0.5, abs=0.02)
+    assert track.silence_filled == 320
+    assert times == [pytest.approx(1000.0 + (f.pts or 0) / 48000) for f in frames]
+
+
+async def test_content_clock_sender_reports_the_tracks_media_time() -> None:
+    pc = RTCPeerConnection()
+    sender = pc.addTransceiver("audio").sender
+    assert use_content_clock(sender)
+
+    class Track:
+        content_time_s: float | None = 1_700_000_000.25
+
+    sender._RTCRtpSender__track = Track()  # type: ignore[attr-defined]
+    sender._RTCRtpSender__ntp_timestamp = 123  # type: ignore[attr-defined]  # aiortc: send time
+    expected = (1_700_000_000 + 2_208_988_800) << 32 | 1 << 30
+    assert sender._RTCRtpSender__ntp_timestamp == expected  # type: ignore[attr-defined]
+    Track.content_time_s = None  # a track without a content clock: aiortc's send time
+    sender._RTCRtpSender__ntp_timestamp = 123  # type: ignore[attr-defined]
+    assert sender._RTCRtpSender__ntp_timestamp == 123  # type: ignore[attr-defined]
+    await pc.close()
 
 
 def _packet(seq: int, ts: int, marker: bool = False, data: bytes = b"x") -> RtpPacket:
@@ -143,8 +198,8 @@ def test_loopback_mode(setting: str, host: str, mode: str) -> None:
 
 
 async def test_audio_track_encodes_opus_itself_with_the_frames_pts() -> None:
-    fanout = FanOut(default_size=8)
-    track = SpeechAudioTrack(fanout.subscribe("a"), opus=True)
+    fanout: FanOut[VideoFrame] = FanOut(default_size=8)
+    track = SpeechAudioTrack(FrameVoice(fanout.subscribe("a")), opus=True)
     tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(4 * 640) / 16000).astype(np.float32)
     for i in (0, 1, 3):  # frame 2 never reached this subscriber: silence fills it
         frame = _frame(i)

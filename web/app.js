@@ -271,8 +271,8 @@
       if (bench) bench.pc = pc;
       const remote = new MediaStream();
       pc.addEventListener("track", (event) => {
-        // Show frames as soon as they are decoded: the server paces the video already, and
-        // voice and lips travel in the same frames (a viewer's browser still syncs the two).
+        // Show frames as soon as they are decoded: the server paces the video already (a
+        // viewer's browser still lines the lips up with the voice it plays).
         try {
           if ("jitterBufferTarget" in event.receiver) event.receiver.jitterBufferTarget = 0;
           else if ("playoutDelayHint" in event.receiver) event.receiver.playoutDelayHint = 0;
@@ -281,6 +281,7 @@
         }
         remote.addTrack(event.track);
         video.srcObject = remote;
+        if (bench && event.track.kind === "audio") bench.listenVoice(event.track);
       });
       const connection = pc;
       pc.addEventListener("connectionstatechange", () => {

@@ -29,6 +29,8 @@
     timer: null,
     next: 0,
     onsetCount: 0,
+    voiceAudio: null,
+    voiceOnsets: [], // epoch ms: a burst's onset in the received voice
 
     // The bench hands over the mouth region (from the server's own renderer) and the bursts.
     configure(options) {
@@ -84,7 +86,53 @@
     // output; the graph renders (and the MediaStreamDestination delivers) outputLatency
     // earlier than that.
     contextToEpoch(contextTime) {
-      const { context } = this.audio;
+      return this.toEpoch(this.audio.context, contextTime);
+    },
+
+    // The received voice: every burst's onset as it reaches this page's audio graph (a
+    // ScriptProcessor reads the remote track; muted, the page plays the voice itself), so
+    // voice latency and lips-vs-voice offset are measured where the page plays them. The
+    // audio output device's latency comes on top (reported: outputLatencyMs).
+    listenVoice(track) {
+      if (this.voiceAudio) return;
+      const context = new AudioContext({ latencyHint: "interactive", sampleRate: 48000 });
+      const source = context.createMediaStreamSource(new MediaStream([track]));
+      const size = 256;
+      const processor = context.createScriptProcessor(size, 1, 1);
+      const mute = context.createGain();
+      mute.gain.value = 0;
+      source.connect(processor);
+      processor.connect(mute);
+      mute.connect(context.destination);
+      // Onset: the first 4 ms window loud after 0.3 s of quiet windows (sample by sample,
+      // codec noise and the receiver's concealment cross any fixed level between bursts).
+      const win = Math.round(0.004 * context.sampleRate);
+      const quietNeeded = Math.round(0.3 / 0.004);
+      let quiet = 0;
+      let sum = 0;
+      let filled = 0;
+      let winStart = 0;
+      processor.onaudioprocess = (event) => {
+        const data = event.inputBuffer.getChannelData(0);
+        for (let i = 0; i < data.length; i += 1) {
+          if (filled === 0) winStart = event.playbackTime + (i - size) / context.sampleRate;
+          sum += data[i] * data[i];
+          filled += 1;
+          if (filled < win) continue;
+          const rms = Math.sqrt(sum / win);
+          if (rms > 0.03 && quiet >= quietNeeded && this.voiceOnsets.length < MAX_KEPT) {
+            // The input is one buffer older than the output it will be played in.
+            this.voiceOnsets.push(this.toEpoch(context, winStart));
+          }
+          quiet = rms < 0.01 ? quiet + 1 : 0;
+          sum = 0;
+          filled = 0;
+        }
+      };
+      this.voiceAudio = { context, source, processor };
+    },
+
+    toEpoch(context, contextTime) {
       const stamp = context.getOutputTimestamp();
       const ahead = (context.outputLatency || 0) * 1000;
       return epoch(stamp.performanceTime + (contextTime - stamp.contextTime) * 1000 - ahead);
@@ -132,9 +180,12 @@
       }
       const frames = this.frames;
       this.frames = [];
+      const voice = this.voiceOnsets;
+      this.voiceOnsets = [];
       return {
         onsets: due,
         frames,
+        voice,
         outputLatencyMs: audio ? 1000 * (audio.context.outputLatency || 0) : null,
         baseLatencyMs: audio ? 1000 * (audio.context.baseLatency || 0) : null,
       };

@@ -1,8 +1,9 @@
 """Where mic-to-mouth latency goes, from what a loopback client sends and gets back.
 
-The server returns with video frame ``k`` the very audio frame ``k`` was made from (its audio
-track's time stamps follow the frame index), so matching the returned audio against the clip
-the client played says which clip sample went into which frame: session position
+The returned voice is stamped with the session's time line (48 kHz time stamps = 3 x the
+16 kHz position; video frame ``k`` is made from positions ``640 k`` on), so matching the
+returned audio against the clip the client played says which clip sample went into which
+frame: session position
 ``p = s + offset`` (16 kHz samples; frame ``k`` holds positions ``[640 k, 640 (k + 1))``),
 found at each onset (the sharp onset after silence pins it; the offset can change during a
 session when the ingest re-anchors).

@@ -115,7 +115,7 @@ def _video_frame(index: int, image: np.ndarray, audio: np.ndarray) -> VideoFrame
 
 class _Source:
     def __init__(self) -> None:
-        self.fanout = FanOut(50)
+        self.fanout: FanOut[VideoFrame] = FanOut(50)
         self.finished = asyncio.Event()
 
     def subscribe(self, name: str, maxsize: int | None = None) -> Subscription:

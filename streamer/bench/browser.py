@@ -11,7 +11,11 @@ onset's time, on one clock (epoch milliseconds of the browser).
 
 Reported: p50/p95 over all onsets, per minute (minute 1 vs the last: creep), Chromium's own
 receive figures at each minute (video / audio jitter buffer, receive -> presented), and the
-load average with every figure (the machine is shared).
+load average with every figure (the machine is shared). Each page also times the onsets in
+the voice it receives, where its audio graph gets them (``voice_latency_ms``; the audio
+device's output latency comes on top), and so how far the lips trail the voice
+(``lips_after_voice_ms``: A/V sync as the page plays it; the viewer page's must stay within
+one frame, 40 ms).
 """
 
 from __future__ import annotations
@@ -127,6 +131,17 @@ def onset_latencies(onsets: np.ndarray, frames: np.ndarray, threshold: float) ->
     return out
 
 
+def voice_latencies(onsets: np.ndarray, voice: np.ndarray) -> list[float | None]:
+    """Per mic onset (epoch ms): the first onset heard in the received voice within 1.5 s
+    after it, minus the mic onset; None when none was. ``voice``: sorted epoch ms."""
+    out: list[float | None] = []
+    for onset in onsets:
+        first = int(np.searchsorted(voice, onset))
+        heard = voice[first] if first < len(voice) else None
+        out.append(float(heard - onset) if heard is not None and heard < onset + 1500 else None)
+    return out
+
+
 @dataclass
 class PageLog:
     """What one page measured, accumulated over the run."""
@@ -134,9 +149,11 @@ class PageLog:
     # (presented epoch ms, mouth openness, received epoch ms or None)
     frames: list[tuple[float, float, float | None]] = field(default_factory=list)
     onsets: list[list[float]] = field(default_factory=list)
+    voice: list[float] = field(default_factory=list)  # epoch ms: onsets in the received voice
     stats: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, taken: dict[str, Any]) -> None:
+        self.voice.extend(float(v) for v in taken.get("voice", []))
         self.frames.extend(
             (float(f[0]), float(f[1]), None if f[2] is None else float(f[2]))
             for f in taken["frames"]
@@ -169,8 +186,16 @@ def page_figures(
         chosen = (minutes == minute) & valid
         per_minute.append({"minute": minute, **summary(values[chosen].tolist())})
     received = [f[0] - f[2] for f in log_.frames if f[2] is not None]
+    voice = voice_latencies(onsets, np.sort(np.asarray(log_.voice, dtype=np.float64)))
+    # Lips after voice (+) or before it (-), per onset timed both ways.
+    pairs = zip(latencies, voice, strict=True)
+    offsets = [m - v for m, v in pairs if m is not None and v is not None]
     return {
         "latency_ms": summary(values[valid].tolist()),
+        "voice_latency_ms": summary([v for v in voice if v is not None]),
+        "voice_onsets_heard": len(log_.voice),
+        "lips_after_voice_ms": summary(offsets),
+        "lips_after_voice_per_onset_ms": [round(v, 1) for v in offsets],
         "minute_first": per_minute[0] if per_minute else {"n": 0},
         "minute_last": per_minute[-1] if per_minute else {"n": 0},
         "per_minute": per_minute,

@@ -6,12 +6,13 @@ sharp onsets as its microphone (paced like a real mic) and watches the video it 
 * Latency of an onset: wall time at which the first received frame shows the mouth open
   (``MouthProbe``: the mouth region moved past ``threshold`` of the way from closed to open)
   minus the wall time at which the onset sample was captured. p50 / p95 over the onsets.
-* A/V sync error of the returned audio vs video, per frame: the receiver plays the audio at
-  the earliest steady schedule its arrivals allow (``base + pts``, ``base`` = 95th percentile
-  of ``arrival - pts``: 5 % of packets may be late and concealed); frame ``k``'s sound starts
-  at that schedule's ``k * 40 ms`` (both tracks start at the session's first frame and their
-  time stamps follow the frame index) and its picture shows when it arrives. The error is
-  picture time - sound time: positive = video late. p50 / p95 over all frames.
+* A/V sync of the returned audio vs video, per frame, for a receiver that lines the two up
+  (a browser does, for the tracks of one stream): it plays both on one steady schedule,
+  ``base + media time``, ``base`` the later of the two tracks' 95th percentile of ``arrival -
+  media time`` (5 % of packets or frames may come late: concealed or shown late); a picture
+  that arrives after its slot shows that much late (+ ms), else on time (0). p50 / p95 over
+  all frames. The voice leaves the server ahead of its picture (``streamer.session``):
+  ``voice_ahead_of_picture_ms`` is how much, i.e. how long such a receiver holds the voice.
 
 * Breakdown of each onset's latency into the rest of its frame, the mouth's rise, the
   pipeline's designed lookahead and the overhead (transport, processing, coding): see
@@ -66,6 +67,7 @@ LIVE = True  # --lookahead-ms is the live sessions' (server.lookahead_ms)
 DESCRIPTION = "live: mic sample -> mouth visible on the receiver (p50/p95) and A/V sync"
 AUDIO_RATE = 48_000
 VIDEO_TICKS = 3600
+VIDEO_CLOCK = 90_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -240,7 +242,7 @@ async def measure(
     arrivals = np.array([f.arrival for f in client.video])
     opened = np.array([float(f.value) for f in client.video])
     frames = np.array([f.pts // VIDEO_TICKS for f in client.video])
-    sync = _av_sync_ms(client)
+    sync, voice_lead = _av_sync_ms(client)
     session = stats.get("session", {})
     delay = int(session.get("pipeline_delay_frames", 0))
     returned = [(p.pts, p.samples) for p in client.received_audio]
@@ -299,10 +301,8 @@ async def measure(
             "server_render_p50": session.get("render_ms_p50"),
             "session_offset_samples": summary([off for _, off in known]),
         },
-        "av_sync_ms": {
-            **summary(sync),
-            "p95_abs": round(float(np.percentile(np.abs(sync), 95)), 2) if sync else None,
-        },
+        "av_sync_ms": summary(sync),
+        "voice_ahead_of_picture_ms": voice_lead,
         "onsets": len(speech.onsets),
         "measured": len(latencies),
         "threshold": round(threshold, 3),
@@ -314,20 +314,17 @@ async def measure(
     }
 
 
-def _av_sync_ms(client: LoopbackClient) -> list[float]:
-    """Per received frame: picture arrival - start of its sound at the earliest audio
-    playout schedule (module docstring)."""
+def _av_sync_ms(client: LoopbackClient) -> tuple[list[float], float | None]:
+    """Per received frame: how late its picture shows for a receiver that lines voice and
+    picture up (module docstring); and how long before its picture the voice arrives (the
+    difference of the two schedules' bases, ms)."""
     packets = client.received_audio
     if not packets or not client.video:
-        return []
-    # The schedule must not play a packet before it arrived; like a receiver's jitter buffer,
-    # it lets the latest 5 % of packets be concealed rather than delay everything for them.
-    base = float(np.percentile([p.arrival - p.pts / AUDIO_RATE for p in packets], 95))
-    per_frame = AUDIO_RATE // FPS  # 1920 samples of audio per video frame
-    last_audio = max(p.pts for p in packets) // per_frame
-    out = []
-    for frame in client.video:
-        index = frame.pts // 3600
-        if index <= last_audio:
-            out.append((frame.arrival - (base + index * per_frame / AUDIO_RATE)) * 1000.0)
-    return out
+        return [], None
+    # Like a receiver's jitter buffer, each schedule lets the latest 5 % of its media be late
+    # rather than delay everything for them.
+    voice_base = float(np.percentile([p.arrival - p.pts / AUDIO_RATE for p in packets], 95))
+    picture_base = float(np.percentile([f.arrival - f.pts / VIDEO_CLOCK for f in client.video], 95))
+    base = max(voice_base, picture_base)
+    late = [max(0.0, f.arrival - (base + f.pts / VIDEO_CLOCK)) * 1000.0 for f in client.video]
+    return late, round((picture_base - voice_base) * 1000.0, 2)

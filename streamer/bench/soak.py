@@ -10,8 +10,9 @@ After ``--warmup-s`` the figures are read (A), again ``--minutes`` later (B), an
 B - A is accounted for:
 
 * per subscription (each track of each peer, from ``GET /sessions/ID``, read in one step with
-  its session's frame count): frames offered = frames the session published in the window;
-  they left the queue sent, were dropped by the drop policy (queue full) or are still queued:
+  its session's frame count): items offered (a video track: the frames the session published
+  in the window; a voice track: the mic blocks handed on) left the queue sent, were dropped
+  by the drop policy (queue full) or are still queued:
   ``residual`` = offered - sent - dropped - queue growth, 0 when nothing else was lost;
 * per video subscription, the client's side: frames received vs frames the server sent
   (``lost_in_transport``; the frames in flight at A and B differ by a few);
@@ -188,11 +189,15 @@ def _account(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         tracks_a = {t["name"]: t for t in sa["stats"]["tracks"]}
         tracks = []
         for tb in sb["stats"]["tracks"]:
-            ta = tracks_a.get(tb["name"], {"delivered": 0, "dropped": 0, "queued": 0})
+            empty = {"offered": 0, "delivered": 0, "dropped": 0, "queued": 0}
+            ta = tracks_a.get(tb["name"], empty)
+            # What its queue was given: the session's frames, or for a voice track the mic
+            # blocks handed on (``LiveSession.subscribe_voice``).
+            offered = tb["offered"] - ta["offered"]
             sent = tb["delivered"] - ta["delivered"]
             dropped = tb["dropped"] - ta["dropped"]
             growth = tb["queued"] - ta["queued"]
-            offered_total += published
+            offered_total += offered
             delivered_total += sent
             dropped_total += dropped
             queued_growth += growth
@@ -200,7 +205,8 @@ def _account(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
                 "kind": tb["name"].rsplit("-", 1)[-1],
                 "sent": sent,
                 "dropped_queue_full": dropped,
-                "residual": published - sent - dropped - growth,
+                "offered": offered,
+                "residual": offered - sent - dropped - growth,
             }
             if track["kind"] == "video":
                 received = sb["received"] - sa["received"]
@@ -247,7 +253,8 @@ def _account(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
             "frames_sent_audio": delta("frames_sent_total{kind=audio}"),
         },
         "balance": {
-            # Every subscription is offered every frame its session publishes.
+            # Video subscriptions are offered every frame their session publishes, voice ones
+            # every mic block handed on; each item leaves sent, dropped or still queued.
             "offered": offered_total,
             "sent": delivered_total,
             "dropped_queue_full": dropped_total,

@@ -42,6 +42,7 @@ from streamer.fanout import Subscription
 from streamer.io.aiortc_workarounds import use_loopback_candidates
 from streamer.io.webrtc import (
     AvatarVideoTrack,
+    FrameVoice,
     SpeechAudioTrack,
     close_quietly,
     make_peer_connection,
@@ -244,7 +245,8 @@ class WhipOutput:
         audio_sub = self._session.subscribe(f"output-{self.id}-audio", 2 * VIDEO_QUEUE_FRAMES)
         video = AvatarVideoTrack(video_sub)
         pc.addTransceiver(video, direction="sendonly")
-        pc.addTransceiver(SpeechAudioTrack(audio_sub), direction="sendonly")
+        # An SFU may rewrite timestamps and sender reports: the voice goes with its picture.
+        pc.addTransceiver(SpeechAudioTrack(FrameVoice(audio_sub)), direction="sendonly")
         link = _Link(pc, [video_sub, audio_sub], video)
         if _is_loopback(self._url):
             # An SFU on this machine (aioice gathers no 127.0.0.1 by itself).

@@ -21,11 +21,21 @@ checks that all of them still find their targets.
   ``_codecs``) is Opus, so the speech track may hand aiortc ready Opus packets.
 * ``use_zero_playout_delay``: Chromium smooths received video through a render buffer (its
   jitter estimate, 20-60 ms here) unless the sender asks for none with the ``playout-delay``
-  RTP header extension (min = max = 0: show each frame as soon as it is decoded). aiortc
-  neither answers that extension nor writes it; this adds it to the answer of a video section
-  whose offer has it, and makes the sender write it on every packet. Only for receivers that
-  do not sync the video to audio they play (the publisher page), as a zero maximum also caps
-  the delay A/V sync would add.
+  RTP header extension (min 0: show each frame as soon as it is decoded). aiortc neither
+  answers that extension nor writes it; this adds it to the answer of a video section whose
+  offer has it, and makes the sender write it on every packet. The maximum caps any delay,
+  the one A/V sync would add too (Chromium clamps the sync's minimum to it), so a receiver
+  that syncs the video to audio it plays (a viewer) gets min 0, max 500 ms: frames as soon as
+  decoded while the voice is ahead of them, held when the voice's buffer is longer; and a
+  receiver that does not sync (the publisher page) min = max = 0.
+* ``use_content_clock``: aiortc's RTCP sender reports pair the last RTP timestamp sent with
+  the time it was SENT. A receiver that syncs audio and video (Chromium, for tracks of one
+  stream) lines them up by those reports, so two tracks of one moment must be sent at the
+  same time: our voice would have to wait for its picture, and then the picture waits for
+  the voice's audio buffer in the browser. This makes a sender's reports pair the timestamp
+  with the time its track says the media stands for (``track.content_time_s``, the mic
+  time), so the voice can leave as soon as it is in and the browser still lines the lips up
+  with it.
 * ``close_telling_the_remote``: aiortc's ``close`` sends the DTLS close_notify once. A remote
   dropped because it went silent (a stalled network or process) has most likely lost that
   one datagram (its receive buffer overflowed, or the path was down), and then shows
@@ -45,7 +55,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from aiortc import RTCPeerConnection, RTCRtpTransceiver
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver
 from aiortc.exceptions import InvalidStateError
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcdtlstransport import RTCDtlsTransport
@@ -198,21 +208,34 @@ def use_low_latency_receive(pc: RTCPeerConnection) -> None:
 # ---------------------------------------------------------------- zero playout delay
 
 PLAYOUT_DELAY_URI = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"
-ZERO_PLAYOUT_DELAY = b"\x00\x00\x00"  # 12-bit min, 12-bit max, in 10 ms units: both 0
+PLAYOUT_DELAY_UNIT_MS = 10
+# Chromium's low-latency rendering holds for min 0 and max up to 500 ms.
+SYNCED_MAX_PLAYOUT_DELAY_MS = 500
+
+
+def playout_delay_value(max_ms: int) -> bytes:
+    """The extension's 3 bytes: 12-bit min (0), 12-bit max, in 10 ms units."""
+    units = min(max_ms // PLAYOUT_DELAY_UNIT_MS, 0xFFF)
+    return bytes((0, units >> 8, units & 0xFF))
+
+
+ZERO_PLAYOUT_DELAY = playout_delay_value(0)
 _SENDER_EXTENSIONS = "_RTCRtpSender__rtp_header_extensions_map"
 
 
 class PlayoutDelayExtensionsMap(HeaderExtensionsMap):
-    """aiortc's header extensions, plus ``playout-delay`` (min = max = 0) on every packet."""
+    """aiortc's header extensions, plus ``playout-delay`` (min 0, max ``max_ms``) on every
+    packet."""
 
-    def __init__(self, extension_id: int) -> None:
+    def __init__(self, extension_id: int, max_ms: int = 0) -> None:
         super().__init__()
         self.playout_delay_id = extension_id
+        self.playout_delay = playout_delay_value(max_ms)
 
     def set(self, values: HeaderExtensions) -> tuple[int, bytes]:
         profile, value = super().set(values)
         extensions = list(unpack_header_extensions(profile, value)) if value else []
-        extensions.append((self.playout_delay_id, ZERO_PLAYOUT_DELAY))
+        extensions.append((self.playout_delay_id, self.playout_delay))
         return pack_header_extensions(extensions)
 
 
@@ -226,10 +249,11 @@ def offered_extension_ids(sdp: str, uri: str) -> dict[str, int]:
     return ids
 
 
-def use_zero_playout_delay(pc: RTCPeerConnection) -> bool:
-    """Ask the remote to show our video without a render buffer (module docstring). Call
-    after ``setRemoteDescription`` (the offer) and before ``createAnswer``. Returns whether a
-    video section got it (the offer must have the extension)."""
+def use_zero_playout_delay(pc: RTCPeerConnection, max_ms: int = 0) -> bool:
+    """Ask the remote to show our video without a render buffer, holding it at most
+    ``max_ms`` (module docstring). Call after ``setRemoteDescription`` (the offer) and before
+    ``createAnswer``. Returns whether a video section got it (the offer must have the
+    extension)."""
     remote = pc.remoteDescription
     if remote is None:
         return False
@@ -250,9 +274,50 @@ def use_zero_playout_delay(pc: RTCPeerConnection) -> bool:
             extensions.append(
                 RTCRtpHeaderExtensionParameters(id=extension_id, uri=PLAYOUT_DELAY_URI)
             )
-        setattr(sender, _SENDER_EXTENSIONS, PlayoutDelayExtensionsMap(extension_id))
+        setattr(sender, _SENDER_EXTENSIONS, PlayoutDelayExtensionsMap(extension_id, max_ms))
         used = True
     return used
+
+
+# ---------------------------------------------------------------- content-time sender reports
+
+NTP_UNIX_OFFSET_S = 2_208_988_800  # 1900-01-01 to 1970-01-01
+_SENDER_NTP = "_RTCRtpSender__ntp_timestamp"  # what the next sender report says
+
+
+def ntp_of(unix_s: float) -> int:
+    """64-bit NTP timestamp (32.32 fixed point) of a Unix time."""
+    return int(round((unix_s + NTP_UNIX_OFFSET_S) * (1 << 32)))
+
+
+class ContentClockSender(RTCRtpSender):
+    """aiortc's sender with reports on the content clock (module docstring). aiortc stores
+    the send time after each packet; this property replaces it with the track's
+    ``content_time_s`` of the frame just sent (the track hands frames out one at a time, and
+    the sender sends a frame's packets before it asks for the next one)."""
+
+    @property
+    def _RTCRtpSender__ntp_timestamp(self) -> int:
+        return int(self.__dict__.get("_content_ntp", 0))
+
+    @_RTCRtpSender__ntp_timestamp.setter
+    def _RTCRtpSender__ntp_timestamp(self, send_ntp: int) -> None:
+        content_s = getattr(self.track, "content_time_s", None)
+        self.__dict__["_content_ntp"] = send_ntp if content_s is None else ntp_of(content_s)
+
+
+def use_content_clock(sender: RTCRtpSender) -> bool:
+    """Make ``sender``'s reports state its track's ``content_time_s``; False (aiortc's own
+    reports kept, with a warning) when aiortc no longer keeps the report time where this
+    expects it."""
+    if isinstance(sender, ContentClockSender):
+        return True
+    if type(sender) is not RTCRtpSender or _SENDER_NTP not in vars(sender):
+        log.warning("aiortc internals changed: voice and picture are synced by send time")
+        return False
+    sender.__class__ = ContentClockSender
+    del vars(sender)[_SENDER_NTP]  # the property keeps it from now on
+    return True
 
 
 # ---------------------------------------------------------------- what the offer negotiated

@@ -1,20 +1,26 @@
-"""WebRTC edges of a live session (aiortc): mic in, avatar video + delayed speech out.
+"""WebRTC edges of a live session (aiortc): mic in, avatar video + the speech out.
 
 * ``AvatarVideoTrack``: a session subscription as a video track. Frame ``i`` carries
   ``pts = i * 3600`` on the 90 kHz clock, so RTP timestamps follow the frame index (a dropped
   frame leaves a 40 ms hole in the timestamps, not a shift). Pacing is the session's: the
   track returns a frame as soon as the session publishes it.
-* ``SpeechAudioTrack``: the same subscription's audio. Every ``VideoFrame`` carries the 640
-  samples it was made from, so sending them with the frame keeps voice and lips in sync by
-  construction (the voice is delayed exactly as much as the video). Sent as 48 kHz s16 mono
-  20 ms frames (one Opus packet each; aiortc gives every packet of one ``encode`` the same
-  timestamp, so larger frames would break the stream); ``pts`` at 48 kHz follows the frame
-  index. Frames missing from the subscription (dropped) are replaced by silence so the audio
-  time line stays on the video's. When Opus was negotiated the track encodes the packets
-  itself (``opus=True``, ~0.1 ms per packet on the event loop): aiortc would otherwise make
-  an executor round trip per 20 ms packet, and with several sessions' threads competing for
-  the GIL those round trips alone fell behind 50 packets/s (the audio queue overflowed at 4
-  sessions on 2 cores while the CPU was half idle).
+* ``SpeechAudioTrack``: the session's voice (``LiveSession.subscribe_voice``), sent as soon
+  as it is in, not with its picture: the voice then waits in the receiver's audio buffer
+  while the picture is made, instead of the picture waiting for the voice (Chromium holds
+  each video frame until its audio plays: with the voice sent alongside, viewers saw the
+  picture ~90 ms later than the publisher did). Lips and voice stay in sync because both
+  tracks' RTCP sender reports state the mic time their media stands for
+  (``content_time_s``, ``aiortc_workarounds.use_content_clock``), so the browser lines them
+  up. ``FrameVoice`` sends the voice with the frames instead (sync by construction, for an
+  SFU in between). Sent as 48 kHz s16 mono 20 ms frames (one Opus packet each; aiortc gives
+  every packet of one ``encode`` the same timestamp, so larger frames would break the
+  stream); ``pts`` at 48 kHz is the 16 kHz time line's position x 3, the video's time line.
+  Gaps (purged or dropped voice) are filled with silence so the audio time line stays on the
+  video's. When Opus was negotiated the track encodes the packets itself (``opus=True``,
+  ~0.1 ms per packet on the event loop): aiortc would otherwise make an executor round trip
+  per 20 ms packet, and with several sessions' threads competing for the GIL those round
+  trips alone fell behind 50 packets/s (the audio queue overflowed at 4 sessions on 2 cores
+  while the CPU was half idle).
 * ``pump_mic``: a remote audio track -> ``MicFrameConverter`` -> ``LiveSession.feed``.
 * ``make_peer_connection``, ``close_quietly``: peer connections with explicit ICE servers,
   closed without raising.
@@ -31,6 +37,7 @@ import asyncio
 import fractions
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -44,7 +51,7 @@ from msadtalker.timing import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from streamer.fanout import Subscription
 from streamer.ingest import MicFrameConverter, StreamResampler
 from streamer.io.aiortc_workarounds import PeerConnection
-from streamer.types import VideoFrame
+from streamer.types import VideoFrame, VoiceChunk
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +59,12 @@ VIDEO_CLOCK = 90_000
 VIDEO_TICKS_PER_FRAME = VIDEO_CLOCK // FPS  # 3600
 AUDIO_OUT_RATE = 48_000
 AUDIO_PACKET = AUDIO_OUT_RATE // 50  # 960 samples = 20 ms
-AUDIO_PER_FRAME = SAMPLES_PER_FRAME * AUDIO_OUT_RATE // SAMPLE_RATE  # 1920
-MAX_SILENCE_FILL_FRAMES = FPS  # beyond 1 s of missing frames the audio re-syncs instead
+MAX_SILENCE_FILL_SAMPLES = SAMPLE_RATE  # beyond 1 s missing the audio re-syncs instead
+
+
+# Wall-clock time (Unix seconds) of time line position 0, once the session has started
+# (``LiveSession.epoch_s``).
+Epoch = Callable[[], float | None]
 
 
 class TrackObserver(Protocol):
@@ -67,10 +78,19 @@ class TrackObserver(Protocol):
 class AvatarVideoTrack(MediaStreamTrack):
     kind = "video"
 
-    def __init__(self, subscription: Subscription, observer: TrackObserver | None = None) -> None:
+    def __init__(
+        self,
+        subscription: Subscription[VideoFrame],
+        observer: TrackObserver | None = None,
+        epoch: Epoch | None = None,
+    ) -> None:
         super().__init__()
         self._sub = subscription
         self._observer = observer
+        self._epoch = epoch
+        # Wall-clock time (Unix seconds) of the mic audio the last frame shows: what our RTCP
+        # sender reports say the frame's RTP timestamp stands for (``use_content_clock``).
+        self.content_time_s: float | None = None
         self.sent = 0
 
     async def recv(self) -> av.VideoFrame:
@@ -91,6 +111,9 @@ class AvatarVideoTrack(MediaStreamTrack):
             out = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         out.pts = frame.index * VIDEO_TICKS_PER_FRAME
         out.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        epoch_s = self._epoch() if self._epoch is not None else None
+        if epoch_s is not None:
+            self.content_time_s = epoch_s + frame.index / FPS
         self.sent += 1
         if self._observer is not None:
             self._observer.frame_sent("video", time.perf_counter() - started, len(self._sub))
@@ -122,21 +145,61 @@ class OpusPacketEncoder:
         return packets
 
 
+class VoiceSource(Protocol):
+    """Where a ``SpeechAudioTrack`` takes its voice: a session's voice subscription, or
+    ``FrameVoice`` over a frame subscription."""
+
+    async def get(self) -> VoiceChunk | None: ...
+
+    def close(self) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
+class FrameVoice:
+    """The voice carried by frames (each ``VideoFrame`` holds the 640 samples it was made
+    from): sent with its picture, so voice and lips stay in sync by construction, for
+    receivers that cannot be trusted to sync two streams themselves (an SFU in between)."""
+
+    def __init__(self, frames: Subscription[VideoFrame]) -> None:
+        self._frames = frames
+
+    async def get(self) -> VoiceChunk | None:
+        frame = await self._frames.get()
+        if frame is None:
+            return None
+        return VoiceChunk(frame.index * SAMPLES_PER_FRAME, frame.audio)
+
+    def close(self) -> None:
+        self._frames.close()
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+
 class SpeechAudioTrack(MediaStreamTrack):
     kind = "audio"
 
     def __init__(
-        self, subscription: Subscription, opus: bool = False, observer: TrackObserver | None = None
+        self,
+        voice: VoiceSource,
+        opus: bool = False,
+        observer: TrackObserver | None = None,
+        epoch: Epoch | None = None,
     ) -> None:
         super().__init__()
-        self._sub = subscription
+        self._voice = voice
         self._observer = observer
         self._resampler = StreamResampler(SAMPLE_RATE, AUDIO_OUT_RATE)
-        self._pending: list[av.AudioFrame] = []
-        self._next_index: int | None = None
+        self._pending: deque[av.AudioFrame] = deque()
+        self._next_position: int | None = None  # the 16 kHz position the next chunk starts at
+        self._carry = np.zeros(0, dtype=np.int16)  # resampled samples short of a packet
+        self._carry_pts = 0  # the 48 kHz pts of ``_carry[0]``
         self._opus = OpusPacketEncoder() if opus else None
-        self._encode_s: float | None = None  # the frame being sent: resampling + encoding
-        self.silence_filled = 0
+        self._encode_s: float | None = None  # the chunk being sent: resampling + encoding
+        self._epoch = epoch
+        self.content_time_s: float | None = None  # see AvatarVideoTrack.content_time_s
+        self.silence_filled = 0  # 16 kHz samples of silence put into gaps
 
     async def recv(self) -> av.AudioFrame | av.Packet:
         """The next 20 ms: a PCM frame, or its Opus packet when ``opus``."""
@@ -152,53 +215,71 @@ class SpeechAudioTrack(MediaStreamTrack):
 
     async def next_frame(self) -> av.AudioFrame:
         while not self._pending:
-            frame = await self._sub.get()
-            if frame is None:
+            chunk = await self._voice.get()
+            if chunk is None:
                 self.stop()
                 raise MediaStreamError
-            self._report()  # the previous frame's packets are all handed on
+            self._report()  # the previous chunk's packets are all handed on
             started = time.perf_counter()
-            self._queue_frame(frame)
+            self._queue_chunk(chunk)
             self._encode_s = time.perf_counter() - started
-        return self._pending.pop(0)
+        frame = self._pending.popleft()
+        epoch_s = self._epoch() if self._epoch is not None else None
+        if epoch_s is not None and frame.pts is not None:
+            self.content_time_s = epoch_s + frame.pts / AUDIO_OUT_RATE
+        return frame
 
     def _report(self) -> None:
-        """One report per video frame's audio (40 ms: two packets), like the video track."""
         if self._observer is not None and self._encode_s is not None:
-            self._observer.frame_sent("audio", self._encode_s, len(self._sub))
+            self._observer.frame_sent("audio", self._encode_s, len(self._voice))
         self._encode_s = None
 
-    def _queue_frame(self, frame: VideoFrame) -> None:
-        index = frame.index
-        if self._next_index is not None and self._next_index < index:
-            missing = index - self._next_index
-            if missing <= MAX_SILENCE_FILL_FRAMES:
+    def _queue_chunk(self, chunk: VoiceChunk) -> None:
+        start, audio = chunk.start, np.asarray(chunk.audio, dtype=np.float32)
+        expected = self._next_position
+        if expected is not None and start > expected:
+            missing = start - expected
+            if missing <= MAX_SILENCE_FILL_SAMPLES:
+                # Keep the time line: what never reached us (dropped, purged) is silence.
                 self.silence_filled += missing
-                for i in range(self._next_index, index):
-                    self._queue_samples(i, np.zeros(SAMPLES_PER_FRAME, dtype=np.float32))
+                self._queue_samples(np.zeros(missing, dtype=np.float32))
             else:
-                self._resampler.reset()
-        elif self._next_index is not None and index < self._next_index:
-            return  # an old frame (cannot happen with one publisher; be safe)
-        self._queue_samples(index, frame.audio)
-        self._next_index = index + 1
+                self._restart(start)
+        elif expected is not None and start < expected:
+            audio = audio[expected - start :]  # already sent (cannot happen with one session)
+            start = expected
+        if expected is None:
+            self._restart(start)
+        if len(audio):
+            self._queue_samples(audio)
+            self._next_position = start + len(audio)
 
-    def _queue_samples(self, index: int, samples: np.ndarray) -> None:
+    def _restart(self, position: int) -> None:
+        """Continue at ``position`` without the samples in between (a long gap)."""
+        self._resampler.reset()
+        self._carry = np.zeros(0, dtype=np.int16)
+        self._carry_pts = position * AUDIO_OUT_RATE // SAMPLE_RATE
+        self._next_position = position
+
+    def _queue_samples(self, samples: np.ndarray) -> None:
         up = self._resampler.process(samples)
         pcm = (np.clip(up, -1.0, 1.0) * 32767.0).astype(np.int16)
-        base = index * AUDIO_PER_FRAME
-        for k in range(0, len(pcm) - AUDIO_PACKET + 1, AUDIO_PACKET):
+        data = np.concatenate([self._carry, pcm]) if len(self._carry) else pcm
+        whole = len(data) - len(data) % AUDIO_PACKET
+        for k in range(0, whole, AUDIO_PACKET):
             out = av.AudioFrame.from_ndarray(
-                pcm[k : k + AUDIO_PACKET].reshape(1, -1), format="s16", layout="mono"
+                data[k : k + AUDIO_PACKET].reshape(1, -1), format="s16", layout="mono"
             )
             out.sample_rate = AUDIO_OUT_RATE
-            out.pts = base + k
+            out.pts = self._carry_pts + k
             out.time_base = fractions.Fraction(1, AUDIO_OUT_RATE)
             self._pending.append(out)
+        self._carry = data[whole:]
+        self._carry_pts += whole
 
     def stop(self) -> None:
         super().stop()
-        self._sub.close()
+        self._voice.close()
 
 
 async def pump_mic(

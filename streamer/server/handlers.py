@@ -180,7 +180,13 @@ async def handle_stats(request: web.Request) -> web.Response:
         "connection": peer.pc.connectionState if peer.pc is not None else "local",
         "session": peer.session.snapshot(),
         "tracks": [
-            {"name": s.name, "queued": len(s), "delivered": s.delivered, "dropped": s.dropped}
+            {
+                "name": s.name,
+                "offered": s.offered,
+                "queued": len(s),
+                "delivered": s.delivered,
+                "dropped": s.dropped,
+            }
             for s in peer.subscriptions
         ],
     }

@@ -40,10 +40,13 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc import clock as rtc_clock
 from aiortc.mediastreams import MediaStreamTrack
 
+from streamer.fanout import Subscription
 from streamer.io.aiortc_workarounds import (
+    SYNCED_MAX_PLAYOUT_DELAY_MS,
     close_telling_the_remote,
     remote_receives,
     sends_opus,
+    use_content_clock,
     use_loopback_candidates,
     use_low_latency_receive,
     use_zero_playout_delay,
@@ -120,9 +123,10 @@ async def negotiate(
         _attach_outputs(pc, peer, state.metrics)
         use_loopback_candidates(pc, state.loopback)
         use_low_latency_receive(pc)
-        if role == "publisher":
-            # Its page does not sync the lips to the returned voice (web/app.js).
-            use_zero_playout_delay(pc)
+        # The picture as soon as it is decoded. A viewer's page lines it up with the voice
+        # (sent ahead of it, ``_attach_outputs``): its video may still be held for that.
+        synced = role != "publisher"
+        use_zero_playout_delay(pc, SYNCED_MAX_PLAYOUT_DELAY_MS if synced else 0)
         try:
             await pc.setLocalDescription(await pc.createAnswer())
         except OSError:
@@ -202,9 +206,11 @@ def _describe_bad_offer(exc: Exception) -> str:
 
 
 def _attach_outputs(pc: RTCPeerConnection, peer: Peer, observer: TrackObserver) -> None:
-    """Avatar video on the video m-line, the delayed speech on the audio m-line, each where
-    the remote receives; a section the remote only sends on is ``inactive``, unless it is a
-    publisher's microphone."""
+    """Avatar video on the video m-line, the speech on the audio m-line, each where the remote
+    receives; a section the remote only sends on is ``inactive``, unless it is a publisher's
+    microphone. The speech leaves as soon as it is in; both senders' reports are on the mic
+    clock, so a page that syncs them lines the lips up with the voice
+    (``streamer.io.webrtc``)."""
     for transceiver in pc.getTransceivers():
         if not remote_receives(transceiver):
             if not (transceiver.kind == "audio" and peer.role == "publisher"):
@@ -212,21 +218,29 @@ def _attach_outputs(pc: RTCPeerConnection, peer: Peer, observer: TrackObserver) 
                 # at all, rather than decoded into a queue nobody empties.
                 transceiver.direction = "inactive"
             continue
+        session = peer.session
+        sub: Subscription[Any]
         if transceiver.kind == "video":
-            sub = peer.session.subscribe(f"{peer.role}-{peer.id}-video")
-            track: MediaStreamTrack = AvatarVideoTrack(sub, observer)
+            sub = session.subscribe(f"{peer.role}-{peer.id}-video")
+            track: MediaStreamTrack = AvatarVideoTrack(sub, observer, epoch=_epoch(session))
         elif transceiver.kind == "audio":
             # Audio costs little to queue; a longer queue avoids silence fills on hiccups.
-            sub = peer.session.subscribe(
-                f"{peer.role}-{peer.id}-audio", 2 * peer.session.config.queue_frames
+            sub = session.subscribe_voice(
+                f"{peer.role}-{peer.id}-audio", 4 * session.config.queue_frames
             )
-            track = SpeechAudioTrack(sub, opus=sends_opus(transceiver), observer=observer)
+            opus = sends_opus(transceiver)
+            track = SpeechAudioTrack(sub, opus=opus, observer=observer, epoch=_epoch(session))
         else:
             continue
         peer.subscriptions.append(sub)
+        use_content_clock(transceiver.sender)
         transceiver.sender.replaceTrack(track)
         receives_mic = transceiver.kind == "audio" and peer.role == "publisher"
         transceiver.direction = "sendrecv" if receives_mic else "sendonly"
+
+
+def _epoch(session: LiveSession) -> Callable[[], float | None]:
+    return lambda: session.epoch_s
 
 
 MicFeed = Callable[[np.ndarray, bool], None]  # ``LiveSession.feed``

@@ -57,7 +57,7 @@ class Peer:
     # The credential subject that created it: only that subject may read or control it
     # (``streamer.server.access``). ``OPEN``'s is everyone's when no token is configured.
     owner: str = OPEN.subject
-    subscriptions: list[Subscription] = field(default_factory=list)
+    subscriptions: list[Subscription[Any]] = field(default_factory=list)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     closed: bool = False
     # The cleanup under way (``peers.close_peer``): a second caller waits for it to finish.
