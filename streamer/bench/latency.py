@@ -56,6 +56,8 @@ from streamer.bench.browser import (
 from streamer.bench.live import ServerProcess, session_stats
 from streamer.bench.mouth import MouthProbe
 from streamer.bench.signals import OnsetSpeech, onset_speech
+from streamer.io.webrtc import VIDEO_CLOCK
+from streamer.io.webrtc import VIDEO_TICKS_PER_FRAME as VIDEO_TICKS
 from streamer.io.webrtc_client import LoopbackClient
 from streamer.pipeline import Pipeline
 from streamer.realtime import FrameCost, measure_frame_cost
@@ -66,8 +68,6 @@ log = logging.getLogger(__name__)
 LIVE = True  # --lookahead-ms is the live sessions' (server.lookahead_ms)
 DESCRIPTION = "live: mic sample -> mouth visible on the receiver (p50/p95) and A/V sync"
 AUDIO_RATE = 48_000
-VIDEO_TICKS = 3600
-VIDEO_CLOCK = 90_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

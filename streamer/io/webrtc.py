@@ -237,7 +237,9 @@ class SpeechAudioTrack(MediaStreamTrack):
     def _queue_chunk(self, chunk: VoiceChunk) -> None:
         start, audio = chunk.start, np.asarray(chunk.audio, dtype=np.float32)
         expected = self._next_position
-        if expected is not None and start > expected:
+        if expected is None:
+            self._restart(start)
+        elif start > expected:
             missing = start - expected
             if missing <= MAX_SILENCE_FILL_SAMPLES:
                 # Keep the time line: what never reached us (dropped, purged) is silence.
@@ -245,11 +247,9 @@ class SpeechAudioTrack(MediaStreamTrack):
                 self._queue_samples(np.zeros(missing, dtype=np.float32))
             else:
                 self._restart(start)
-        elif expected is not None and start < expected:
+        elif start < expected:
             audio = audio[expected - start :]  # already sent (cannot happen with one session)
             start = expected
-        if expected is None:
-            self._restart(start)
         if len(audio):
             self._queue_samples(audio)
             self._next_position = start + len(audio)
