@@ -129,7 +129,9 @@ async def test_every_route_and_the_negotiation_path_answer_4xx_json_and_log_no_e
         for figures in (routes, offers):
             _clean(figures)
         statuses = routes.as_dict()["statuses"]
-        assert {"200", "400", "401", "404"} <= set(statuses), statuses
+        # The search reaches the routes' answers and refusals; which refusal codes a run draws
+        # varies (it is steered by the answers' latency): a few kinds beyond these, always.
+        assert {"200", "400", "404"} <= set(statuses) and len(statuses) >= 5, statuses
         # Some offers reach the negotiation path and are answered (how many varies: the
         # search is steered by the answers' latency).
         assert offers.as_dict()["answered_offers_hung_up"] >= 3, (offers.as_dict(), statuses)
