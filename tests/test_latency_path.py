@@ -17,10 +17,12 @@ from msadtalker.timing import SAMPLES_PER_FRAME
 from streamer.bench.browser import (
     PageLog,
     chromium_receive_figures,
+    frame_timing_per_minute,
     in_run,
     onset_latencies,
     page_figures,
     page_probe,
+    sync_per_minute,
 )
 from streamer.bench.mouth import MouthProbe
 from streamer.io.aiortc_workarounds import (
@@ -202,3 +204,32 @@ def test_minutes_and_chromium_figures() -> None:
     ]
     stats = [{"t_s": 15 * i, "load_1min": 1.0, "rtc": {"video": v}} for i, v in enumerate(video)]
     assert chromium_receive_figures(stats)[0]["video_jitter_buffer_ms"] == 20.0
+
+
+def test_per_minute_hold_arrival_and_lip_sync() -> None:
+    # Frames shown 5 ms after arrival in minute 1 and 25 ms in minute 2, arriving on their
+    # RTP clock (which wraps at 2**32 in minute 2): the hold grows, the arrival does not.
+    rtp0 = 2**32 - 90 * 60_000
+    frames: list[tuple[float, float, float | None, float | None]] = [
+        (t + (5.0 if t < 60_000 else 25.0), 0.0, float(t), float((rtp0 + 90 * t) % 2**32))
+        for t in range(0, 120_000, 40)
+    ]
+    timing = frame_timing_per_minute(frames, 0.0)
+    assert timing[1] == {"hold_ms_p50": 5.0, "arrival_vs_rtp_ms": 0.0}
+    assert timing[2] == {"hold_ms_p50": 25.0, "arrival_vs_rtp_ms": 0.0}
+    # The page's lip sync, read every 15 s: its figures per minute (medians).
+    stats = [
+        {
+            "t_s": 15.0 * i,
+            "load_1min": 1.0,
+            "rtc": {
+                "video": {"estimatedPlayoutTimestamp": 1000.0 + i},
+                "audio": {"estimatedPlayoutTimestamp": 1000.0},
+                "avsync": {"leadMs": 20.0 + i, "voiceLagMs": 90.0, "videoHoldMs": 10 * i},
+            },
+        }
+        for i in range(8)
+    ]
+    sync = sync_per_minute(chromium_receive_figures(stats))
+    assert sync[1] == {"lips_lead_ms": 22.0, "voice_lag_ms": 90.0, "video_hold_set_ms": 20.0}
+    assert sync[2]["lips_lead_ms"] == 25.5

@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,14 @@ async def test_viewers_watch_the_publishers_avatar(live: Server, mic_wav: Path) 
     await frames(viewer).wait_for(70)
     info = await live.stats(publisher.session_id)
     assert info["viewers"] == 2
+    # Its page maps what it plays to the mic time with its streams' clocks (web/avsync.js):
+    # an RTP timestamp of each and the mic time (epoch ms, this machine's clock) it stands for.
+    clocks = (await live.stats(viewer.session_id))["clocks"]
+    assert {kind: clock["rate"] for kind, clock in clocks.items()} == {
+        "audio": 48000,
+        "video": 90000,
+    }
+    assert all(abs(clock["ms"] / 1000 - time.time()) < 10 for clock in clocks.values())
     # A viewer cannot barge in on the publisher.
     async with live.http.post(f"{live.url}/sessions/{viewer.session_id}/interrupt") as resp:
         assert resp.status == 403

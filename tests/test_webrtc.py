@@ -153,9 +153,15 @@ async def test_content_clock_sender_reports_the_tracks_media_time() -> None:
     sender._RTCRtpSender__ntp_timestamp = 123  # type: ignore[attr-defined]  # aiortc: send time
     expected = (1_700_000_000 + 2_208_988_800) << 32 | 1 << 30
     assert sender._RTCRtpSender__ntp_timestamp == expected  # type: ignore[attr-defined]
+    # aiortc stores the packet's RTP timestamp next: it pairs with that mic time.
+    sender._RTCRtpSender__rtp_timestamp = 4_000_000_000  # type: ignore[attr-defined]
+    assert sender._RTCRtpSender__rtp_timestamp == 4_000_000_000  # type: ignore[attr-defined]
+    assert vars(sender)["content_anchor"] == (4_000_000_000, 1_700_000_000.25)
     Track.content_time_s = None  # a track without a content clock: aiortc's send time
     sender._RTCRtpSender__ntp_timestamp = 123  # type: ignore[attr-defined]
+    sender._RTCRtpSender__rtp_timestamp = 5  # type: ignore[attr-defined]
     assert sender._RTCRtpSender__ntp_timestamp == 123  # type: ignore[attr-defined]
+    assert vars(sender)["content_anchor"] == (4_000_000_000, 1_700_000_000.25)  # kept
     await pc.close()
 
 

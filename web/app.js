@@ -55,6 +55,9 @@
     notice: null,
     ended: null, // why the last session ended, when it was not this page's own Stop
     listening: false,
+    // Lip sync by the page (web/avsync.js): the lips' measured lead over the voice and the
+    // holds it set (ms); null while the browser's own sync is used (?avsync=browser).
+    avSync: null,
     retryDelayMs: null, // the wait before the next reconnection attempt (back-off)
     pollDelayMs: null, // the wait before the next figures request (back-off on failures)
     // Current video frame as a PNG data URL (tests read pixels through this).
@@ -78,11 +81,27 @@
   let pollFailures = 0;
   let lastFrameAt = 0; // page clock of the last presented frame
   let hiddenSince = null;
+  let avTimer = null;
+  let avSync = null;
+  let lastShown = null; // the last picture presented: {at: epoch ms, rtp: its RTP timestamp}
+  let playoutTotals = null; // the media-playout stats' running totals at the last reading
+  let outputMs = 0; // the audio device's delay
+  let lags = {}; // the last reading: picture and voice behind the mic (ms)
+  const receivers = {}; // kind -> the RTCRtpReceiver of this session
   const presentedAt = [];
   const held = []; // [page ms, ms a frame waited in this browser: received -> presented]
   const POLL_MS = 500;
   const MIC_PTIME_MS = params.has("ptime") ? Number(params.get("ptime")) : 10;
   const STALL_MS = 1000; // no frame for this long while visible: the page says so
+  const AV_READ_MS = 250;
+  // Lip sync by this page where it can read and hold both tracks (web/avsync.js); else, or
+  // with ?avsync=browser (the bench's "before"), voice and lips in one stream, lined up by
+  // the browser.
+  const PAGE_SYNC = params.get("avsync") !== "browser" && "MsadtalkerAvSync" in window
+    && "requestVideoFrameCallback" in HTMLVideoElement.prototype
+    && "getSynchronizationSources" in RTCRtpReceiver.prototype
+    && "jitterBufferTarget" in RTCRtpReceiver.prototype;
+  const LEAD_MS = params.has("lead") ? Number(params.get("lead")) : undefined;
   const RETRY_MS = [1000, 2000, 4000, 8000, 15000];
   // Endings worth a new try (the server went away or restarted, the network failed); the
   // others (idle, too long, the audio ended) need the person.
@@ -90,7 +109,7 @@
     "room_closed", "unreachable", "closed"]);
 
   // The publisher's own voice comes back ~150 ms late, which makes people stumble: off by
-  // default, with a control to listen. Viewers hear it (in sync with the lips).
+  // default, with a control to listen. Viewers hear it (in sync with the lips, see avsync.js).
   state.listening = role !== "publisher" || params.get("listen") === "1";
   video.muted = !state.listening;
   function showListening() {
@@ -191,6 +210,77 @@
     });
   }
 
+  // Hold a track's playout by `ms` (its receiver's jitter buffer target): 0 shows frames as
+  // soon as they are decoded, the server paces the video already.
+  function holdTrack(receiver, ms) {
+    try {
+      if ("jitterBufferTarget" in receiver) receiver.jitterBufferTarget = ms;
+      else if ("playoutDelayHint" in receiver) receiver.playoutDelayHint = ms / 1000;
+    } catch (err) {
+      // Not supported: the browser's own buffering stays.
+    }
+  }
+
+  // Lip sync (web/avsync.js): only while the voice is heard; a muted voice holds nothing.
+  async function readAvSync() {
+    const sync = avSync;
+    if (!pc || !sync) return;
+    if (!state.listening) {
+      if (sync.videoHoldMs || sync.audioHoldMs) {
+        sync.reset();
+        applyHolds(sync);
+      }
+      show("avsync", "voice off");
+      show("avsync-detail", "");
+      return;
+    }
+    const clocks = state.server && state.server.clocks;
+    const now = performance.timeOrigin + performance.now();
+    const voice = receivers.audio && receivers.audio.getSynchronizationSources
+      ? receivers.audio.getSynchronizationSources()[0] : null;
+    try {
+      // The audio device's own delay, since the last reading (the voice is handed to it).
+      (await pc.getStats()).forEach((r) => {
+        if (r.type !== "media-playout") return;
+        const before = playoutTotals;
+        playoutTotals = [r.totalPlayoutDelay, r.totalSamplesCount];
+        if (before && r.totalSamplesCount > before[1]) {
+          outputMs = (1000 * (r.totalPlayoutDelay - before[0])) / (r.totalSamplesCount - before[1]);
+        }
+      });
+    } catch (err) {
+      return;
+    }
+    if (sync !== avSync) return;
+    // Readings only while both play: a stalled picture or voice says nothing of the offset.
+    if (clocks && clocks.audio && clocks.video && voice && lastShown
+        && now - lastShown.at < 200 && now - voice.timestamp < 200) {
+      const { micTimeMs } = window.MsadtalkerAvSync;
+      const pictureLag = lastShown.at - micTimeMs(clocks.video, lastShown.rtp);
+      const voiceLag = voice.timestamp + outputMs - micTimeMs(clocks.audio, voice.rtpTimestamp);
+      if (sync.add(voiceLag - pictureLag)) applyHolds(sync);
+      lags = { pictureLagMs: pictureLag, voiceLagMs: voiceLag };
+    }
+    state.avSync = {
+      ...lags,
+      outputMs,
+      leadMs: sync.measuredLeadMs,
+      videoHoldMs: sync.videoHoldMs,
+      audioHoldMs: sync.audioHoldMs,
+      changes: sync.changes,
+    };
+    if (sync.measuredLeadMs !== null) {
+      const lead = Math.round(sync.measuredLeadMs);
+      show("avsync", lead >= 0 ? `lips ${lead} ms ahead` : `voice ${-lead} ms ahead`);
+      show("avsync-detail", `held: picture ${sync.videoHoldMs} ms · voice ${sync.audioHoldMs} ms`);
+    }
+  }
+
+  function applyHolds(sync) {
+    if (receivers.video) holdTrack(receivers.video, sync.videoHoldMs);
+    if (receivers.audio) holdTrack(receivers.audio, sync.audioHoldMs);
+  }
+
   let counting = false;
   function countFrames() {
     if (counting || !("requestVideoFrameCallback" in HTMLVideoElement.prototype)) return;
@@ -198,6 +288,9 @@
     const onFrame = (now, metadata) => {
       state.framesPresented += 1;
       lastFrameAt = performance.now();
+      if (metadata && metadata.rtpTimestamp !== undefined) {
+        lastShown = { at: performance.timeOrigin + metadata.expectedDisplayTime, rtp: metadata.rtpTimestamp };
+      }
       if (metadata && metadata.receiveTime) {
         held.push([now, metadata.expectedDisplayTime - metadata.receiveTime]);
         while (held.length && now - held[0][0] > 2000) held.shift();
@@ -273,12 +366,8 @@
       pc.addEventListener("track", (event) => {
         // Show frames as soon as they are decoded: the server paces the video already (a
         // viewer's browser still lines the lips up with the voice it plays).
-        try {
-          if ("jitterBufferTarget" in event.receiver) event.receiver.jitterBufferTarget = 0;
-          else if ("playoutDelayHint" in event.receiver) event.receiver.playoutDelayHint = 0;
-        } catch (err) {
-          // Not supported: the browser's own buffering stays.
-        }
+        receivers[event.track.kind] = event.receiver;
+        holdTrack(event.receiver, 0);
         remote.addTrack(event.track);
         video.srcObject = remote;
         if (bench && event.track.kind === "audio") bench.listenVoice(event.track);
@@ -335,11 +424,12 @@
       // And its mic in 10 ms Opus packets: the packet that completes a 40 ms frame arrives
       // 5 ms sooner on average (the server makes a frame once its audio is in).
       // (?sync=1, ?ptime=20, ?playout=0: the bench's before/after of each of these.)
+      // Viewers (and a publisher who listens) get lip sync from this page (web/avsync.js),
+      // which needs the voice out of the picture's group too.
       let sdp = answer.sdp;
-      if (role === "publisher") {
-        if (params.get("sync") !== "1") sdp = ownSyncGroup(sdp, "audio", "msadtalker-voice");
-        sdp = withPtime(sdp, "audio", MIC_PTIME_MS);
-      }
+      const browserSync = role === "publisher" ? params.get("sync") === "1" : !PAGE_SYNC;
+      if (!browserSync) sdp = ownSyncGroup(sdp, "audio", "msadtalker-voice");
+      if (role === "publisher") sdp = withPtime(sdp, "audio", MIC_PTIME_MS);
       if (params.get("playout") === "0") sdp = sdp.replace(/a=extmap:\d+ \S+playout-delay\r\n/g, "");
       await pc.setRemoteDescription({ type: "answer", sdp });
       watchServerClose(connection);
@@ -356,6 +446,10 @@
       pollFailures = 0;
       pollTimer = setTimeout(poll, POLL_MS);
       watchTimer = setInterval(watchVideo, 250);
+      if (!browserSync && PAGE_SYNC) {
+        avSync = new window.MsadtalkerAvSync({ leadMs: LEAD_MS });
+        avTimer = setInterval(readAvSync, AV_READ_MS);
+      }
     } catch (err) {
       const message = String((err && err.message) || err);
       await stop("error");
@@ -578,6 +672,15 @@
     pollTimer = null;
     if (watchTimer) clearInterval(watchTimer);
     watchTimer = null;
+    if (avTimer) clearInterval(avTimer);
+    avTimer = null;
+    avSync = null;
+    state.avSync = null;
+    lastShown = null;
+    playoutTotals = null;
+    outputMs = 0;
+    lags = {};
+    for (const kind of Object.keys(receivers)) delete receivers[kind];
     if (retryTimer && reason === "user") {
       clearTimeout(retryTimer);
       retryTimer = null;

@@ -206,10 +206,14 @@
             packetsReceived: r.packetsReceived,
             packetsLost: r.packetsLost,
             framesDropped: r.framesDropped,
+            estimatedPlayoutTimestamp: r.estimatedPlayoutTimestamp,
           };
         }
         if (r.type === "media-playout") out.playout = { totalPlayoutDelay: r.totalPlayoutDelay, totalSamplesCount: r.totalSamplesCount };
       });
+      // The holds the page's lip sync set (web/avsync.js), if it runs.
+      const sync = window.msadtalker && window.msadtalker.avSync;
+      if (sync) out.avsync = { ...sync };
       return out;
     },
   };

@@ -146,8 +146,8 @@ def voice_latencies(onsets: np.ndarray, voice: np.ndarray) -> list[float | None]
 class PageLog:
     """What one page measured, accumulated over the run."""
 
-    # (presented epoch ms, mouth openness, received epoch ms or None)
-    frames: list[tuple[float, float, float | None]] = field(default_factory=list)
+    # (presented epoch ms, mouth openness, received epoch ms or None, RTP timestamp or None)
+    frames: list[tuple[float, float, float | None, float | None]] = field(default_factory=list)
     onsets: list[list[float]] = field(default_factory=list)
     voice: list[float] = field(default_factory=list)  # epoch ms: onsets in the received voice
     stats: list[dict[str, Any]] = field(default_factory=list)
@@ -155,7 +155,12 @@ class PageLog:
     def add(self, taken: dict[str, Any]) -> None:
         self.voice.extend(float(v) for v in taken.get("voice", []))
         self.frames.extend(
-            (float(f[0]), float(f[1]), None if f[2] is None else float(f[2]))
+            (
+                float(f[0]),
+                float(f[1]),
+                None if f[2] is None else float(f[2]),
+                None if len(f) < 4 or f[3] is None else float(f[3]),
+            )
             for f in taken["frames"]
         )
         self.onsets.extend(taken["onsets"])
@@ -181,10 +186,20 @@ def page_figures(
     minutes = _minute_of(onsets, start)
     valid = np.array([v is not None for v in latencies], dtype=bool)
     values = np.array([v if v is not None else np.nan for v in latencies])
+    frame_minutes = frame_timing_per_minute(log_.frames, start)
+    chromium = chromium_receive_figures(log_.stats)
+    sync_minutes = sync_per_minute(chromium)
     per_minute = []
     for minute in sorted(set(minutes.tolist())):
         chosen = (minutes == minute) & valid
-        per_minute.append({"minute": minute, **summary(values[chosen].tolist())})
+        per_minute.append(
+            {
+                "minute": minute,
+                **summary(values[chosen].tolist()),
+                **frame_minutes.get(minute, {}),
+                **sync_minutes.get(minute, {}),
+            }
+        )
     received = [f[0] - f[2] for f in log_.frames if f[2] is not None]
     voice = voice_latencies(onsets, np.sort(np.asarray(log_.voice, dtype=np.float64)))
     # Lips after voice (+) or before it (-), per onset timed both ways.
@@ -203,8 +218,67 @@ def page_figures(
         "measured": int(valid.sum()),
         "frames_presented": len(frames),
         "receive_to_presented_ms": summary(received),
-        "chromium": chromium_receive_figures(log_.stats),
+        "chromium": chromium,
     }
+
+
+def frame_timing_per_minute(
+    frames: list[tuple[float, float, float | None, float | None]], start: float
+) -> dict[int, dict[str, float]]:
+    """Per minute of the run: how long Chromium held a received frame before presenting it
+    (p50), and when frames arrived against the time their RTP timestamps state (p50 of
+    received - rtp / 90, relative to minute 1's): a growing arrival figure is the stream
+    falling behind its own clock (the server or the mic clock), a growing hold with a flat
+    arrival is the receiver's doing (A/V sync following its audio delay)."""
+    timed = np.array(
+        [(f[0], f[2], f[3]) for f in frames if f[2] is not None and f[3] is not None],
+        dtype=np.float64,
+    ).reshape(-1, 3)
+    if not len(timed):
+        return {}
+    # RTP timestamps wrap at 2**32 (13 h at 90 kHz): unwrap before comparing.
+    rtp_ms = np.unwrap(timed[:, 2], period=2.0**32) / 90.0
+    arrival = timed[:, 1] - rtp_ms
+    minute = _minute_of(timed[:, 0], start)
+    out: dict[int, dict[str, float]] = {}
+    base: float | None = None
+    for m in sorted(set(minute.tolist())):
+        chosen = minute == m
+        late = float(np.median(arrival[chosen]))
+        base = late if base is None else base
+        out[m] = {
+            "hold_ms_p50": round(float(np.median(timed[chosen, 0] - timed[chosen, 1])), 1),
+            "arrival_vs_rtp_ms": round(late - base, 1),
+        }
+    return out
+
+
+def sync_per_minute(chromium: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
+    """Per minute of the run (by the stats' time): the medians of the lips' lead over the
+    voice (the page's own reading, else Chromium's estimate), of the voice's lag behind the
+    mic, and of the picture hold the page set."""
+    out: dict[int, dict[str, float]] = {}
+    for minute in sorted({int(e["t_s"] // 60) + 1 for e in chromium}):
+        entries = [e for e in chromium if int(e["t_s"] // 60) + 1 == minute]
+        figures = {}
+        for name, keys in (
+            ("lips_lead_ms", ("page_lips_lead_ms", "lips_lead_ms")),
+            ("voice_lag_ms", ("voice_lag_ms",)),
+            ("video_hold_set_ms", ("video_hold_set_ms",)),
+        ):
+            values = [
+                float(v)
+                for e in entries
+                if (v := next((e.get(k) for k in keys if e.get(k) is not None), None)) is not None
+            ]
+            if values:
+                figures[name] = round(float(np.median(values)), 1)
+        out[minute] = figures
+    return out
+
+
+def _rounded(value: Any) -> float | None:
+    return None if value is None else round(float(value), 1)
 
 
 def chromium_receive_figures(stats: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -227,6 +301,29 @@ def chromium_receive_figures(stats: list[dict[str, Any]]) -> list[dict[str, Any]
             )
             if emitted > 0 and target:
                 entry[f"{kind}_jitter_target_ms"] = round(1000 * target / emitted, 1)
+        # Chromium's own A/V offset: the sender's clock time (our reports: mic time) of the
+        # picture shown minus that of the voice playing, sampled together: > 0 lips lead.
+        v, a = after.get("rtc", {}).get("video"), after.get("rtc", {}).get("audio")
+        if v and a and v.get("estimatedPlayoutTimestamp") and a.get("estimatedPlayoutTimestamp"):
+            entry["lips_lead_ms"] = round(
+                float(v["estimatedPlayoutTimestamp"]) - float(a["estimatedPlayoutTimestamp"]), 1
+            )
+        held = after.get("rtc", {}).get("avsync")
+        if held:
+            # The page's own lip sync (web/avsync.js): its reading and the holds it set.
+            entry["page_lips_lead_ms"] = _rounded(held.get("leadMs"))
+            entry["picture_lag_ms"] = _rounded(held.get("pictureLagMs"))
+            entry["voice_lag_ms"] = _rounded(held.get("voiceLagMs"))
+            entry["video_hold_set_ms"] = held.get("videoHoldMs")
+            entry["audio_hold_set_ms"] = held.get("audioHoldMs")
+        # The audio output path's own delay (after the jitter buffer), which Chromium's A/V
+        # sync adds to the audio side: a device whose buffer grows makes it hold the video.
+        a, b = after.get("rtc", {}).get("playout"), before.get("rtc", {}).get("playout")
+        if a and b:
+            samples = (a.get("totalSamplesCount") or 0) - (b.get("totalSamplesCount") or 0)
+            delay = (a.get("totalPlayoutDelay") or 0) - (b.get("totalPlayoutDelay") or 0)
+            if samples > 0:
+                entry["audio_playout_ms"] = round(1000 * delay / samples, 1)
         out.append(entry)
     return out
 
@@ -238,6 +335,7 @@ class BrowserRun:
     listen: bool = False
     viewer: bool = True
     page_query: str = ""  # extra query for the publisher page (web/app.js: sync, ptime, playout)
+    viewer_query: str = ""  # extra query for the viewer page (web/app.js: avsync, lead)
     pause_s: float = 0.0  # the server stops (SIGSTOP) this long, half-way through the run
 
 
@@ -296,7 +394,8 @@ async def measure_in_browser(
             pages = {"publisher": publisher}
             if run.viewer:
                 room = await publisher.evaluate("window.msadtalker.room")
-                viewer = await _open(browser, f"{url}/viewer?room={room}&bench=1", setup)
+                extra = f"&{run.viewer_query}" if run.viewer_query else ""
+                viewer = await _open(browser, f"{url}/viewer?room={room}&bench=1{extra}", setup)
                 await viewer.click("#start")
                 await _until(viewer, "window.msadtalker.status === 'live'", "the viewer live")
                 pages["viewer"] = viewer
@@ -337,6 +436,7 @@ async def measure_in_browser(
         "threshold": round(run.threshold, 3),
         "listen": run.listen,
         "page_query": run.page_query,
+        "viewer_query": run.viewer_query,
         "audio_output_latency_ms": round(1000 * float(output_latency or 0), 2),
     }
     session = server_session.get("session", {}) if isinstance(server_session, dict) else {}

@@ -106,6 +106,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "keeps the returned voice in the lips' sync group, ptime=20 the mic's 20 ms packets, "
         "playout=0 drops the zero playout delay)",
     )
+    parser.add_argument(
+        "--viewer-query",
+        default="",
+        metavar="Q",
+        help="--browser: extra query for the viewer page (avsync=browser: Chromium lines "
+        "the lips up with the voice instead of the page; lead=MS: the lips' allowed lead)",
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -127,6 +134,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             listen=args.listen,
             viewer=not args.no_viewer,
             page_query=args.page_query,
+            viewer_query=args.viewer_query,
             pause_s=args.pause_s,
         )
         return asyncio.run(bench_browser_latency(stages, speech, argv, options))

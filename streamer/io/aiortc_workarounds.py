@@ -283,6 +283,7 @@ def use_zero_playout_delay(pc: RTCPeerConnection, max_ms: int = 0) -> bool:
 
 NTP_UNIX_OFFSET_S = 2_208_988_800  # 1900-01-01 to 1970-01-01
 _SENDER_NTP = "_RTCRtpSender__ntp_timestamp"  # what the next sender report says
+_SENDER_RTP = "_RTCRtpSender__rtp_timestamp"  # ... and the RTP timestamp it pairs with
 
 
 def ntp_of(unix_s: float) -> int:
@@ -294,7 +295,10 @@ class ContentClockSender(RTCRtpSender):
     """aiortc's sender with reports on the content clock (module docstring). aiortc stores
     the send time after each packet; this property replaces it with the track's
     ``content_time_s`` of the frame just sent (the track hands frames out one at a time, and
-    the sender sends a frame's packets before it asks for the next one)."""
+    the sender sends a frame's packets before it asks for the next one). aiortc stores the
+    packet's RTP timestamp right after: the pair is ``content_anchor``, which lets a receiver
+    map this stream's RTP timestamps to the mic time without sender reports (web/avsync.js:
+    Chromium only estimates a stream's playout in sender time inside a sync group)."""
 
     @property
     def _RTCRtpSender__ntp_timestamp(self) -> int:
@@ -304,6 +308,18 @@ class ContentClockSender(RTCRtpSender):
     def _RTCRtpSender__ntp_timestamp(self, send_ntp: int) -> None:
         content_s = getattr(self.track, "content_time_s", None)
         self.__dict__["_content_ntp"] = send_ntp if content_s is None else ntp_of(content_s)
+        self.__dict__["_content_s"] = content_s
+
+    @property
+    def _RTCRtpSender__rtp_timestamp(self) -> int:
+        return int(self.__dict__.get("_rtp_timestamp", 0))
+
+    @_RTCRtpSender__rtp_timestamp.setter
+    def _RTCRtpSender__rtp_timestamp(self, rtp_timestamp: int) -> None:
+        self.__dict__["_rtp_timestamp"] = rtp_timestamp
+        content_s = self.__dict__.pop("_content_s", None)
+        if content_s is not None:
+            self.__dict__["content_anchor"] = (int(rtp_timestamp), float(content_s))
 
 
 def use_content_clock(sender: RTCRtpSender) -> bool:
@@ -312,12 +328,29 @@ def use_content_clock(sender: RTCRtpSender) -> bool:
     expects it."""
     if isinstance(sender, ContentClockSender):
         return True
-    if type(sender) is not RTCRtpSender or _SENDER_NTP not in vars(sender):
+    if (
+        type(sender) is not RTCRtpSender
+        or _SENDER_NTP not in vars(sender)
+        or _SENDER_RTP not in vars(sender)
+    ):
         log.warning("aiortc internals changed: voice and picture are synced by send time")
         return False
     sender.__class__ = ContentClockSender
-    del vars(sender)[_SENDER_NTP]  # the property keeps it from now on
+    del vars(sender)[_SENDER_NTP]  # the properties keep them from now on
+    del vars(sender)[_SENDER_RTP]
     return True
+
+
+def content_clock(transceiver: RTCRtpTransceiver) -> dict[str, float] | None:
+    """How the stream ``transceiver`` sends maps to the mic time: an RTP timestamp
+    (``rtp``), the mic time it stands for (``ms``, Unix epoch) and the RTP clock rate
+    (``rate``); None before its first packet, or without the content clock."""
+    anchor = vars(transceiver.sender).get("content_anchor")
+    codecs = getattr(transceiver, "_codecs", None)
+    if anchor is None or not codecs:
+        return None
+    rtp, content_s = anchor
+    return {"rtp": rtp, "ms": round(1000 * content_s, 3), "rate": int(codecs[0].clockRate)}
 
 
 # ---------------------------------------------------------------- what the offer negotiated

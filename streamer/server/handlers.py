@@ -20,7 +20,7 @@ from streamer.server.limits import admit_offer, check_capacity, client_of
 from streamer.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from streamer.server.metrics import OPENMETRICS, WORKER_SCRAPE_TIMEOUT_S, cluster_exposition
 from streamer.server.offers import Offer, OfferError, max_body_bytes, parse_offer
-from streamer.server.peers import close_peer, negotiate
+from streamer.server.peers import close_peer, media_clocks, negotiate
 from streamer.server.poster import poster_jpeg
 from streamer.server.rooms import Room
 from streamer.server.state import STATE, Peer, ServerState
@@ -189,6 +189,8 @@ async def handle_stats(request: web.Request) -> web.Response:
             }
             for s in peer.subscriptions
         ],
+        # The page's lip sync maps the RTP timestamps it plays to the mic time with these.
+        "clocks": media_clocks(peer),
     }
     return web.json_response(body)
 

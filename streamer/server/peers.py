@@ -44,6 +44,7 @@ from streamer.fanout import Subscription
 from streamer.io.aiortc_workarounds import (
     SYNCED_MAX_PLAYOUT_DELAY_MS,
     close_telling_the_remote,
+    content_clock,
     remote_receives,
     sends_opus,
     use_content_clock,
@@ -237,6 +238,19 @@ def _attach_outputs(pc: RTCPeerConnection, peer: Peer, observer: TrackObserver) 
         transceiver.sender.replaceTrack(track)
         receives_mic = transceiver.kind == "audio" and peer.role == "publisher"
         transceiver.direction = "sendrecv" if receives_mic else "sendonly"
+
+
+def media_clocks(peer: Peer) -> dict[str, dict[str, float]]:
+    """Per kind the peer is sent: how its RTP timestamps map to the mic time
+    (``aiortc_workarounds.content_clock``), for the page's own lip sync (web/avsync.js)."""
+    if peer.pc is None:
+        return {}
+    clocks = {}
+    for transceiver in peer.pc.getTransceivers():
+        clock = content_clock(transceiver)
+        if clock is not None and transceiver.kind is not None:
+            clocks[transceiver.kind] = clock
+    return clocks
 
 
 def _epoch(session: LiveSession) -> Callable[[], float | None]:
