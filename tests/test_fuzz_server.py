@@ -135,11 +135,16 @@ async def test_every_route_and_the_negotiation_path_answer_4xx_json_and_log_no_e
         # Some offers reach the negotiation path and are answered (how many varies: the
         # search is steered by the answers' latency).
         assert offers.as_dict()["answered_offers_hung_up"] >= 3, (offers.as_dict(), statuses)
-        # The session streamed through it all, not a frame lost; the server is clean.
+        # The session streamed through it all, in order, nothing lost on the way: a frame
+        # missing is one the server itself dropped (its queues drop the oldest when the
+        # sender falls behind, as on a machine this busy) and counted.
         await frames(streaming).wait_for(frames(streaming).count + 25)
         got = [f.pts // VIDEO_TICKS for f in streaming.video]
-        assert got == list(range(len(got)))
+        assert got == sorted(set(got)) and got[0] == 0, got[:10]
         state = live.app[STATE]
+        peer = state.peers[streaming.session_id]
+        dropped = sum(s.dropped for s in peer.subscriptions if s.name.endswith("-video"))
+        assert got[-1] + 1 - len(got) <= dropped, (got[-1] + 1 - len(got), dropped)
         assert streaming.session_id in state.peers and state.negotiating == 0
         # A new real session works.
         after = live.client(speech_like([(0.3, 3.0)], 3.0), token=PUBLISHER)
