@@ -80,11 +80,27 @@ def measure_frame_cost(stages: StageFactory, frames: int = TIMED_FRAMES) -> Fram
     return FrameCost(ms_per_frame=float(np.median(times)), frames_timed=len(times))
 
 
-def check_at_start(stages: StageFactory, wait_s: float = WAIT_S) -> FrameCost | None:
+@dataclass(frozen=True)
+class StartCheck:
+    """What ``check_at_start`` found: the cost, or None when it was not measured within the
+    wait; ``pending``: the measuring thread while it still runs (its frame takes seconds)."""
+
+    cost: FrameCost | None
+    pending: threading.Thread | None = None
+
+    @property
+    def still_measuring(self) -> bool:
+        return self.pending is not None and self.pending.is_alive()
+
+
+def check_at_start(stages: StageFactory, wait_s: float = WAIT_S) -> StartCheck:
     """Measure one stream's frame cost and say it in the log (``warn_if_slow``). The
     measurement runs on a thread of its own; a start waits for it at most ``wait_s``: a
     renderer slower than that per frame is reported slow at once (its exact figure follows
-    in the log when its frame is done)."""
+    in the log when its frame is done). That thread is a daemon, and one still inside the
+    networks when the process ends aborts it ("terminate called without an active
+    exception"): a caller that ends first checks ``still_measuring`` (``streamer.commands.
+    serve`` then exits without waiting for it)."""
     name = type(list(stages())[-1]).__name__.removesuffix("RenderStage").lower() or "the"
     future: Future[FrameCost] = Future()
 
@@ -94,7 +110,8 @@ def check_at_start(stages: StageFactory, wait_s: float = WAIT_S) -> FrameCost | 
         except Exception as exc:
             future.set_exception(exc)
 
-    threading.Thread(target=measure, name="frame-cost", daemon=True).start()
+    thread = threading.Thread(target=measure, name="frame-cost", daemon=True)
+    thread.start()
     try:
         cost = future.result(timeout=wait_s)
     except TimeoutError:
@@ -107,12 +124,12 @@ def check_at_start(stages: StageFactory, wait_s: float = WAIT_S) -> FrameCost | 
             ADVICE,
         )
         future.add_done_callback(lambda done: _report_late(done, name))
-        return None
+        return StartCheck(None, thread)
     except Exception:
         log.warning("%s renderer: its frame cost could not be measured", name, exc_info=True)
-        return None
+        return StartCheck(None)
     warn_if_slow(cost, name)
-    return cost
+    return StartCheck(cost)
 
 
 def _report_late(done: Future[FrameCost], name: str) -> None:

@@ -11,6 +11,8 @@ This module is the command line only: flags -> config -> ``streamer.server.run``
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import socket
 import sys
 
@@ -23,11 +25,13 @@ from streamer.commands._options import (
     stage_factory_from_args,
 )
 from streamer.config import Config
-from streamer.realtime import check_at_start
+from streamer.realtime import StartCheck, check_at_start
 from streamer.server.cluster import Cluster, take_hop_secret
 from streamer.server.ids import resolve_instance_id
 from streamer.server.run import check_exposure, run_async, serve, serve_worker, tell_parent
 from streamer.server.supervisor import WorkerStartError, supervise
+
+log = logging.getLogger(__name__)
 
 # Flags a worker does not inherit from the parent's command line (it gets its own).
 _PARENT_ONLY = {"help", "host", "port", "workers", "worker", "worker_ports", "worker_fd"}
@@ -89,9 +93,22 @@ def run(args: argparse.Namespace) -> int:
     if config.server.workers > 1:
         return _run_parent(args, config)
     stages = stage_factory_from_args(config, args, lookahead_ms=config.server.lookahead_ms)
-    check_at_start(stages)  # a WARNING when this machine cannot render in real time
+    check = check_at_start(stages)  # a WARNING when this machine cannot render in real time
     run_async(serve(config, stages, _announce))
-    return 0
+    return _exit_code(0, check)
+
+
+def _exit_code(code: int, check: StartCheck) -> int:
+    """``code``, or the process ends here with it: a frame-cost measurement still inside the
+    networks (a neural frame on a CPU takes seconds) would abort the interpreter's shutdown
+    (``streamer.realtime.StartCheck``). The sessions are closed and written by now."""
+    if check.still_measuring:
+        log.info("exiting without waiting for the frame-cost measurement still running")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _announce(url: str) -> None:
@@ -146,9 +163,9 @@ def _run_worker(args: argparse.Namespace, config: Config) -> int:
             raise ConfigError("--worker needs --worker-fd (it is set by `serve --workers`)")
         internal = socket.socket(fileno=args.worker_fd)
         stages = stage_factory_from_args(config, args, lookahead_ms=config.server.lookahead_ms)
-        check_at_start(stages)
+        check = check_at_start(stages)
         run_async(serve_worker(config, stages, cluster, internal))
     except InputError as exc:
         tell_parent({"error": str(exc), "user_error": True})
         return 2
-    return 0
+    return _exit_code(0, check)
