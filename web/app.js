@@ -101,7 +101,7 @@
     && "requestVideoFrameCallback" in HTMLVideoElement.prototype
     && "getSynchronizationSources" in RTCRtpReceiver.prototype
     && "jitterBufferTarget" in RTCRtpReceiver.prototype;
-  const LEAD_MS = params.has("lead") ? Number(params.get("lead")) : undefined;
+  const LEAD_MS = Number.isFinite(Number(params.get("lead") ?? "x")) ? Number(params.get("lead")) : undefined;
   const RETRY_MS = [1000, 2000, 4000, 8000, 15000];
   // Endings worth a new try (the server went away or restarted, the network failed); the
   // others (idle, too long, the audio ended) need the person.
@@ -364,8 +364,8 @@
       if (bench) bench.pc = pc;
       const remote = new MediaStream();
       pc.addEventListener("track", (event) => {
-        // Show frames as soon as they are decoded: the server paces the video already (a
-        // viewer's browser still lines the lips up with the voice it plays).
+        // Show frames as soon as they are decoded: the server paces the video already (the
+        // page's lip sync holds a track when the voice is heard, avsync.js).
         receivers[event.track.kind] = event.receiver;
         holdTrack(event.receiver, 0);
         remote.addTrack(event.track);
