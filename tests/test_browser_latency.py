@@ -73,6 +73,25 @@ def _url(server: TestServer) -> str:
     return str(server.make_url("")).rstrip("/")
 
 
+async def _live_publisher(browser: Browser, url: str) -> Page:
+    """The publisher page, live, its microphone the bench's faint noise (``web/bench.js``)."""
+    page = await browser.new_page()
+    await page.goto(f"{url}/?bench=1")
+    await page.evaluate("window.msadtalkerBench.configure({bursts: [[0.1, -0.1]]})")
+    await page.click("#start")
+    await _until(page, "window.msadtalker.status === 'live'", "the publisher live")
+    return page
+
+
+async def _watching(browser: Browser, url: str, publisher: Page) -> Page:
+    """A viewer page of ``publisher``'s room, started."""
+    room = await publisher.evaluate("window.msadtalker.room")
+    viewer = await browser.new_page()
+    await viewer.goto(f"{url}/viewer?room={room}")
+    await viewer.click("#start")
+    return viewer
+
+
 async def test_the_bench_reads_every_onset_off_the_frames_both_pages_present(
     server: TestServer, chromium: str
 ) -> None:
@@ -122,19 +141,12 @@ async def test_a_two_second_network_pause_is_named_and_the_mouth_catches_up(
 async def test_the_publisher_hears_itself_only_when_it_asks(
     server: TestServer, browser: Browser
 ) -> None:
-    page = await browser.new_page()
-    await page.goto(f"{_url(server)}/?bench=1")
-    await page.evaluate("window.msadtalkerBench.configure({bursts: [[0.1, -0.1]]})")
-    await page.click("#start")
-    await _until(page, "window.msadtalker.status === 'live'", "the publisher live")
+    page = await _live_publisher(browser, _url(server))
     assert await page.evaluate("document.getElementById('avatar').muted")
     await page.click("#listen")
     assert not await page.evaluate("document.getElementById('avatar').muted")
     assert await page.get_attribute("#listen", "aria-pressed") == "true"
-    viewer = await browser.new_page()
-    room = await page.evaluate("window.msadtalker.room")
-    await viewer.goto(f"{_url(server)}/viewer?room={room}")
-    await viewer.click("#start")
+    viewer = await _watching(browser, _url(server), page)
     await _until(viewer, "window.msadtalker.status === 'live'", "the viewer live")
     assert not await viewer.evaluate("document.getElementById('avatar').muted")
     # The word and the bar show one figure.
@@ -179,15 +191,8 @@ async def test_the_page_sync_holds_only_the_track_that_must_wait(
 async def test_the_viewer_page_lines_the_lips_up_with_the_voice_itself(
     server: TestServer, browser: Browser
 ) -> None:
-    publisher = await browser.new_page()
-    await publisher.goto(f"{_url(server)}/?bench=1")
-    await publisher.evaluate("window.msadtalkerBench.configure({bursts: [[0.1, -0.1]]})")
-    await publisher.click("#start")
-    await _until(publisher, "window.msadtalker.status === 'live'", "the publisher live")
-    room = await publisher.evaluate("window.msadtalker.room")
-    viewer = await browser.new_page()
-    await viewer.goto(f"{_url(server)}/viewer?room={room}")
-    await viewer.click("#start")
+    publisher = await _live_publisher(browser, _url(server))
+    viewer = await _watching(browser, _url(server), publisher)
     reading = "window.msadtalker.avSync && window.msadtalker.avSync.leadMs !== null"
     await _until(viewer, reading, "the viewer page's first lip-sync reading", 30.0)
     sync = await viewer.evaluate("window.msadtalker.avSync")

@@ -260,20 +260,23 @@ def sync_per_minute(chromium: list[dict[str, Any]]) -> dict[int, dict[str, float
     out: dict[int, dict[str, float]] = {}
     for minute in sorted({int(e["t_s"] // 60) + 1 for e in chromium}):
         entries = [e for e in chromium if int(e["t_s"] // 60) + 1 == minute]
-        figures = {}
-        for name, keys in (
-            ("lips_lead_ms", ("page_lips_lead_ms", "lips_lead_ms")),
-            ("voice_lag_ms", ("voice_lag_ms",)),
-            ("video_hold_set_ms", ("video_hold_set_ms",)),
-        ):
-            values = [
-                float(v)
-                for e in entries
-                if (v := next((e.get(k) for k in keys if e.get(k) is not None), None)) is not None
-            ]
-            if values:
-                figures[name] = round(float(np.median(values)), 1)
-        out[minute] = figures
+        # The lead: the page's own reading where it has one, else Chromium's.
+        leads = [
+            e["page_lips_lead_ms"]
+            if e.get("page_lips_lead_ms") is not None
+            else e.get("lips_lead_ms")
+            for e in entries
+        ]
+        columns = {
+            "lips_lead_ms": leads,
+            "voice_lag_ms": [e.get("voice_lag_ms") for e in entries],
+            "video_hold_set_ms": [e.get("video_hold_set_ms") for e in entries],
+        }
+        out[minute] = {
+            name: round(float(np.median([v for v in values if v is not None])), 1)
+            for name, values in columns.items()
+            if any(v is not None for v in values)
+        }
     return out
 
 
